@@ -1,0 +1,352 @@
+//! Keys and key functions: how a layer decides which per-endpoint state a request uses.
+
+use std::borrow::Borrow;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, RwLock};
+
+use http::request::Parts;
+
+use crate::route::RouteTable;
+
+/// The name of a bucket of per-key state: a host, a route bucket such as `"search"`, a
+/// server-declared bucket id.
+///
+/// A `Key` is an `Arc<str>`: cloning it is one atomic increment and never allocates, hashing and
+/// comparing it looks at the string. Key functions hand out clones of keys they already hold
+/// ([`RouteTable`] buckets, interned hosts), so computing a key allocates nothing on the fast
+/// path.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key(Arc<str>);
+
+impl Key {
+    /// Makes a key from a name. This allocates; keep the key and clone it rather than calling
+    /// this per request.
+    pub fn new(name: impl AsRef<str>) -> Self {
+        Key(Arc::from(name.as_ref()))
+    }
+
+    /// The key's name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(&self.0)
+    }
+}
+
+impl Borrow<str> for Key {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for Key {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Key {
+    fn from(name: &str) -> Self {
+        Key::new(name)
+    }
+}
+
+impl From<String> for Key {
+    fn from(name: String) -> Self {
+        Key(Arc::from(name))
+    }
+}
+
+impl From<Arc<str>> for Key {
+    fn from(name: Arc<str>) -> Self {
+        Key(name)
+    }
+}
+
+/// Computes the [`Key`] of a request from its head.
+///
+/// Implemented by [`ByHost`], [`ByRoute`], [`ByHostAndRoute`], [`Global`], by `Arc<K>`, and by
+/// every closure `Fn(&http::request::Parts) -> Key + Send + Sync + 'static`:
+///
+/// ```
+/// use ratewise_core::{Key, KeyFn};
+///
+/// let (paid, free) = (Key::new("paid"), Key::new("free"));
+/// // Hand out clones of keys the closure holds: no allocation per request.
+/// let by_plan = move |parts: &http::request::Parts| -> Key {
+///     if parts.headers.contains_key("x-paid-plan") { paid.clone() } else { free.clone() }
+/// };
+/// let (parts, ()) = http::Request::get("https://api.example.com/x").body(()).unwrap().into_parts();
+/// assert_eq!(by_plan.key(&parts).as_str(), "free");
+/// ```
+pub trait KeyFn: Send + Sync + 'static {
+    /// The key of the request whose head is `parts`.
+    fn key(&self, parts: &Parts) -> Key;
+
+    /// The key of a whole request. The request is split into its head and body and put back
+    /// together, which moves it but allocates nothing.
+    fn key_of<B>(&self, request: http::Request<B>) -> (Key, http::Request<B>)
+    where
+        Self: Sized,
+    {
+        let (parts, body) = request.into_parts();
+        let key = self.key(&parts);
+        (key, http::Request::from_parts(parts, body))
+    }
+}
+
+impl<F> KeyFn for F
+where
+    F: Fn(&Parts) -> Key + Send + Sync + 'static,
+{
+    fn key(&self, parts: &Parts) -> Key {
+        self(parts)
+    }
+}
+
+impl<K: KeyFn + ?Sized> KeyFn for Arc<K> {
+    fn key(&self, parts: &Parts) -> Key {
+        (**self).key(parts)
+    }
+}
+
+/// Every request has the same key: one bucket for the whole client.
+#[derive(Clone, Debug)]
+pub struct Global {
+    key: Key,
+}
+
+impl Global {
+    /// All requests share the key `"global"`.
+    pub fn new() -> Self {
+        Global::named(Key::new("global"))
+    }
+
+    /// All requests share `key`.
+    pub fn named(key: impl Into<Key>) -> Self {
+        Global { key: key.into() }
+    }
+}
+
+impl Default for Global {
+    fn default() -> Self {
+        Global::new()
+    }
+}
+
+impl KeyFn for Global {
+    fn key(&self, _parts: &Parts) -> Key {
+        self.key.clone()
+    }
+}
+
+/// Most hosts a [`ByHost`] or [`ByHostAndRoute`] remembers; the keys of further hosts are still
+/// correct but are allocated per request.
+const MAX_INTERNED_HOSTS: usize = 4096;
+
+/// The key is the request's authority (`host[:port]`, lowercased), or its `Host` header when the
+/// URI is relative, or `""` when there is neither.
+///
+/// Keys are interned: the first request to a host allocates its key, later ones clone it. Up
+/// to 4096 hosts are remembered; beyond that, keys are allocated per request (still correct).
+///
+/// # Clone
+///
+/// Clones share one intern table.
+#[derive(Clone, Debug, Default)]
+pub struct ByHost {
+    interned: Arc<RwLock<HashMap<Box<str>, Key, foldhash::fast::RandomState>>>,
+}
+
+impl ByHost {
+    /// A key function by host with an empty intern table.
+    pub fn new() -> Self {
+        ByHost::default()
+    }
+
+    fn intern(&self, host: &str) -> Key {
+        if let Some(key) = read(&self.interned).get(host) {
+            return key.clone();
+        }
+        let key = Key::new(host);
+        let mut map = write(&self.interned);
+        if map.len() < MAX_INTERNED_HOSTS {
+            map.entry(host.into()).or_insert(key).clone()
+        } else {
+            key
+        }
+    }
+}
+
+impl KeyFn for ByHost {
+    fn key(&self, parts: &Parts) -> Key {
+        with_host(parts, |host| self.intern(host))
+    }
+}
+
+/// Calls `f` with the request's host, lowercased (allocating only when it is not already).
+fn with_host<R>(parts: &Parts, f: impl FnOnce(&str) -> R) -> R {
+    let host = parts
+        .uri
+        .authority()
+        .map(|authority| authority.as_str())
+        .or_else(|| {
+            parts
+                .headers
+                .get(http::header::HOST)
+                .and_then(|value| value.to_str().ok())
+        })
+        .unwrap_or("");
+    // Strip any userinfo: it must never become part of a key (nor a metric label).
+    let host = host.rsplit_once('@').map_or(host, |(_, host)| host);
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        f(&host.to_ascii_lowercase())
+    } else {
+        f(host)
+    }
+}
+
+/// The key is the bucket that a [`RouteTable`] assigns to the request's path.
+///
+/// Matching allocates nothing: the key is a clone of the bucket held by the table.
+#[derive(Clone, Debug)]
+pub struct ByRoute(pub RouteTable);
+
+impl KeyFn for ByRoute {
+    fn key(&self, parts: &Parts) -> Key {
+        self.0.bucket(parts.uri.path()).clone()
+    }
+}
+
+/// The key is `host` and the [`RouteTable`] bucket of the path, joined by a space
+/// (`"api.github.com search"`): one state per endpoint of each host.
+///
+/// Combined keys are interned like [`ByHost`]'s.
+///
+/// # Clone
+///
+/// Clones share one intern table.
+#[derive(Clone, Debug)]
+pub struct ByHostAndRoute {
+    routes: RouteTable,
+    interned: Arc<RwLock<HashMap<Box<str>, Vec<(Key, Key)>, foldhash::fast::RandomState>>>,
+}
+
+impl ByHostAndRoute {
+    /// Keys by host and by the buckets of `routes`.
+    pub fn new(routes: RouteTable) -> Self {
+        ByHostAndRoute {
+            routes,
+            interned: Arc::default(),
+        }
+    }
+
+    /// The route table.
+    pub fn routes(&self) -> &RouteTable {
+        &self.routes
+    }
+}
+
+impl KeyFn for ByHostAndRoute {
+    fn key(&self, parts: &Parts) -> Key {
+        let bucket = self.routes.bucket(parts.uri.path());
+        with_host(parts, |host| {
+            if let Some(pairs) = read(&self.interned).get(host)
+                && let Some((_, key)) = pairs.iter().find(|(b, _)| b == bucket)
+            {
+                return key.clone();
+            }
+            let key = Key::from(format!("{host} {bucket}"));
+            let mut map = write(&self.interned);
+            if map.len() < MAX_INTERNED_HOSTS {
+                let pairs = map.entry(host.into()).or_default();
+                if let Some((_, existing)) = pairs.iter().find(|(b, _)| b == bucket) {
+                    return existing.clone();
+                }
+                pairs.push((bucket.clone(), key.clone()));
+            }
+            key
+        })
+    }
+}
+
+/// Poison-tolerant read lock: the tables hold plain data that a panicking writer cannot leave
+/// half-updated in a way that matters (at worst a key is interned twice).
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(uri: &str) -> Parts {
+        http::Request::get(uri).body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn by_host_uses_authority_and_interns() {
+        let by_host = ByHost::new();
+        let a = by_host.key(&parts("https://API.github.com/repos/a/b"));
+        let b = by_host.key(&parts("https://api.github.com/search"));
+        assert_eq!(a.as_str(), "api.github.com");
+        assert!(Arc::ptr_eq(&a.0, &b.0), "second lookup must reuse the interned key");
+        let c = by_host.key(&parts("http://127.0.0.1:8080/x"));
+        assert_eq!(c.as_str(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn by_host_strips_userinfo_and_falls_back_to_host_header() {
+        let by_host = ByHost::new();
+        assert_eq!(
+            by_host.key(&parts("https://user:secret@example.com/")).as_str(),
+            "example.com"
+        );
+        let mut relative = parts("/relative");
+        assert_eq!(by_host.key(&relative).as_str(), "");
+        relative
+            .headers
+            .insert(http::header::HOST, "Example.org".parse().unwrap());
+        assert_eq!(by_host.key(&relative).as_str(), "example.org");
+    }
+
+    #[test]
+    fn by_host_and_route_combines_and_interns() {
+        let routes = RouteTable::builder()
+            .route("/repos/{owner}/{repo}", "repos")
+            .unwrap()
+            .build();
+        let key_fn = ByHostAndRoute::new(routes);
+        let a = key_fn.key(&parts("https://api.github.com/repos/a/b"));
+        let b = key_fn.key(&parts("https://api.github.com/repos/c/d"));
+        let c = key_fn.key(&parts("https://api.github.com/other"));
+        assert_eq!(a.as_str(), "api.github.com repos");
+        assert!(Arc::ptr_eq(&a.0, &b.0));
+        assert_eq!(c.as_str(), "api.github.com default");
+    }
+
+    #[test]
+    fn closures_and_key_of() {
+        let key_fn = |parts: &Parts| Key::new(parts.method.as_str());
+        let request = http::Request::post("http://h/").body(7).unwrap();
+        let (key, request) = key_fn.key_of(request);
+        assert_eq!(key.as_str(), "POST");
+        assert_eq!(*request.body(), 7);
+        assert_eq!(Global::new().key(&parts("http://h/")).as_str(), "global");
+    }
+}

@@ -1,0 +1,508 @@
+//! [`KeyedState`]: bounded per-key state shared by every clone of a layer.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::key::Key;
+
+const SHARDS: usize = 16;
+
+/// Limits of a [`KeyedState`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyedStateConfig {
+    max_keys: usize,
+    idle_timeout: Option<Duration>,
+}
+
+impl KeyedStateConfig {
+    /// At most 10 000 keys; keys idle for 10 minutes are evicted.
+    pub const fn new() -> Self {
+        KeyedStateConfig {
+            max_keys: 10_000,
+            idle_timeout: Some(Duration::from_secs(600)),
+        }
+    }
+
+    /// The hard cap on the number of keys [10 000]. Inserting past it evicts the least recently
+    /// used keys first. Must be at least 1.
+    pub const fn max_keys(mut self, max_keys: usize) -> Self {
+        self.max_keys = max_keys;
+        self
+    }
+
+    /// Keys not used for this long, and not held by anyone, are evicted [10 minutes]. `None`
+    /// keeps keys until the cap pushes them out.
+    pub const fn idle_timeout(mut self, idle_timeout: Option<Duration>) -> Self {
+        self.idle_timeout = idle_timeout;
+        self
+    }
+}
+
+impl Default for KeyedStateConfig {
+    fn default() -> Self {
+        KeyedStateConfig::new()
+    }
+}
+
+/// A [`KeyedStateConfig`] that cannot work.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyedStateError {
+    /// `max_keys` was 0.
+    ZeroMaxKeys,
+    /// `idle_timeout` was zero.
+    ZeroIdleTimeout,
+}
+
+impl fmt::Display for KeyedStateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyedStateError::ZeroMaxKeys => f.pad("keyed state needs max_keys >= 1"),
+            KeyedStateError::ZeroIdleTimeout => f.pad("keyed state idle_timeout must be > 0"),
+        }
+    }
+}
+
+impl std::error::Error for KeyedStateError {}
+
+/// Per-key state for a layer, bounded in the number of keys and evicted when idle.
+///
+/// - **Concurrent get-or-insert**: the state of a key is created once, however many tasks ask
+///   for it at the same time. Lookups of existing keys take a shared (read) lock on one of 16
+///   shards and allocate nothing.
+/// - **Idle eviction** on tokio's clock (so it follows a paused clock in tests): a key not used
+///   for `idle_timeout` whose state nobody holds (no outstanding [`Arc`] from
+///   [`get_or_insert_with`](Self::get_or_insert_with)) is removed by the next sweep. Sweeps run
+///   while inserting new keys, at most every quarter of `idle_timeout`, or when
+///   [`evict_idle`](Self::evict_idle) is called.
+/// - **A hard cap** on the number of keys: when an insert would pass `max_keys`, the least
+///   recently used keys are evicted (unheld ones first), in a batch of 1/16 of the cap so the
+///   cost of the scan is amortized. The map never holds more than `max_keys` keys (plus, for an
+///   instant, one per thread inserting a new key at that very moment).
+///
+/// A state that is evicted while a request still holds its `Arc` stays valid for that request;
+/// the next request for the key starts with a new state. Layers choose `idle_timeout` so that
+/// an idle key's state is equivalent to a new one (for example a token bucket that has refilled).
+///
+/// # Memory
+///
+/// Per key: about 80 bytes of map entry, key and reference-count overhead, plus the key's name
+/// (shared with the key function's interned copy) and `size_of::<V>()`.
+///
+/// # Clone
+///
+/// Clones share the same map.
+pub struct KeyedState<V> {
+    shared: Arc<Shared<V>>,
+}
+
+struct Shared<V> {
+    shards: Box<[RwLock<HashMap<Key, Slot<V>, foldhash::fast::RandomState>>]>,
+    hasher: foldhash::fast::RandomState,
+    len: AtomicUsize,
+    config: KeyedStateConfig,
+    epoch: Instant,
+    /// Nanoseconds since `epoch` of the last idle sweep.
+    last_sweep: AtomicU64,
+}
+
+struct Slot<V> {
+    value: Arc<V>,
+    /// Nanoseconds since the map's epoch.
+    last_used: AtomicU64,
+}
+
+impl<V> Clone for KeyedState<V> {
+    fn clone(&self) -> Self {
+        KeyedState {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<V> fmt::Debug for KeyedState<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedState")
+            .field("len", &self.len())
+            .field("config", &self.shared.config)
+            .finish()
+    }
+}
+
+impl<V> KeyedState<V> {
+    /// An empty map with these limits.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyedStateError`] when `max_keys` is 0 or `idle_timeout` is zero.
+    pub fn new(config: KeyedStateConfig) -> Result<Self, KeyedStateError> {
+        if config.max_keys == 0 {
+            return Err(KeyedStateError::ZeroMaxKeys);
+        }
+        if config.idle_timeout == Some(Duration::ZERO) {
+            return Err(KeyedStateError::ZeroIdleTimeout);
+        }
+        let hasher = foldhash::fast::RandomState::default();
+        let shards = (0..SHARDS)
+            .map(|_| RwLock::new(HashMap::with_hasher(hasher.clone())))
+            .collect();
+        Ok(KeyedState {
+            shared: Arc::new(Shared {
+                shards,
+                hasher,
+                len: AtomicUsize::new(0),
+                config,
+                epoch: Instant::now(),
+                last_sweep: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The limits this map was made with.
+    pub fn config(&self) -> KeyedStateConfig {
+        self.shared.config
+    }
+
+    /// The number of keys held now.
+    pub fn len(&self) -> usize {
+        self.shared.len.load(Ordering::Relaxed)
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The state of `key`, created by `init` if the key is new. Holding the returned `Arc` keeps
+    /// the key from idle eviction.
+    pub fn get_or_insert_with(&self, key: &Key, init: impl FnOnce() -> V) -> Arc<V> {
+        self.with_or_insert(key, init, Arc::clone)
+    }
+
+    /// Calls `f` with the state of `key` (created by `init` if the key is new) without cloning
+    /// the `Arc`: the cheapest access, for short synchronous updates such as an atomic
+    /// compare-and-swap.
+    ///
+    /// `f` runs under a shared lock of the key's shard: it must not block or call back into
+    /// this map.
+    pub fn with_or_insert<R>(
+        &self,
+        key: &Key,
+        init: impl FnOnce() -> V,
+        f: impl FnOnce(&Arc<V>) -> R,
+    ) -> R {
+        let shared = &*self.shared;
+        let now = shared.now_nanos();
+        let shard = shared.shard(key);
+        {
+            let map = read(shard);
+            if let Some(slot) = map.get(key) {
+                slot.touch(now);
+                return f(&slot.value);
+            }
+        }
+        self.insert_slow(key, init, now, f)
+    }
+
+    #[cold]
+    fn insert_slow<R>(
+        &self,
+        key: &Key,
+        init: impl FnOnce() -> V,
+        now: u64,
+        f: impl FnOnce(&Arc<V>) -> R,
+    ) -> R {
+        let shared = &*self.shared;
+        self.maybe_sweep_idle(now);
+        if shared.len.load(Ordering::Relaxed) >= shared.config.max_keys {
+            self.evict_lru(key);
+        }
+        let mut map = write(shared.shard(key));
+        let slot = map.entry(key.clone()).or_insert_with(|| {
+            shared.len.fetch_add(1, Ordering::Relaxed);
+            Slot {
+                value: Arc::new(init()),
+                last_used: AtomicU64::new(now),
+            }
+        });
+        slot.touch(now);
+        f(&slot.value)
+    }
+
+    /// The state of `key` if it is held.
+    pub fn get(&self, key: &Key) -> Option<Arc<V>> {
+        let shared = &*self.shared;
+        let now = shared.now_nanos();
+        let map = read(shared.shard(key));
+        map.get(key).map(|slot| {
+            slot.touch(now);
+            Arc::clone(&slot.value)
+        })
+    }
+
+    /// Removes `key`, returning its state.
+    pub fn remove(&self, key: &Key) -> Option<Arc<V>> {
+        let removed = write(self.shared.shard(key)).remove(key);
+        removed.map(|slot| {
+            self.shared.len.fetch_sub(1, Ordering::Relaxed);
+            slot.value
+        })
+    }
+
+    /// Calls `f` for every key and its state (the map may change meanwhile; each shard is read
+    /// under its lock, so `f` must not call back into this map).
+    pub fn for_each(&self, mut f: impl FnMut(&Key, &Arc<V>)) {
+        for shard in self.shared.shards.iter() {
+            for (key, slot) in read(shard).iter() {
+                f(key, &slot.value);
+            }
+        }
+    }
+
+    /// Removes every key idle for longer than `idle_timeout` whose state nobody holds; returns
+    /// how many were removed. Does nothing without an idle timeout.
+    pub fn evict_idle(&self) -> usize {
+        let shared = &*self.shared;
+        let Some(idle) = shared.config.idle_timeout else {
+            return 0;
+        };
+        let now = shared.now_nanos();
+        shared.last_sweep.store(now, Ordering::Relaxed);
+        let idle = duration_nanos(idle);
+        let mut removed = 0;
+        for shard in shared.shards.iter() {
+            write(shard).retain(|_, slot| {
+                let keep = Arc::strong_count(&slot.value) > 1
+                    || now.saturating_sub(slot.last_used.load(Ordering::Relaxed)) < idle;
+                removed += usize::from(!keep);
+                keep
+            });
+        }
+        shared.len.fetch_sub(removed, Ordering::Relaxed);
+        removed
+    }
+
+    fn maybe_sweep_idle(&self, now: u64) {
+        let shared = &*self.shared;
+        let Some(idle) = shared.config.idle_timeout else {
+            return;
+        };
+        let last = shared.last_sweep.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= duration_nanos(idle) / 4
+            && shared
+                .last_sweep
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.evict_idle();
+        }
+    }
+
+    /// Makes room for one more key: evicts the least recently used keys (those nobody holds
+    /// first), down to `max_keys - batch`, never `keep`.
+    #[cold]
+    fn evict_lru(&self, keep: &Key) {
+        let shared = &*self.shared;
+        let max = shared.config.max_keys;
+        let batch = (max / 16).max(1);
+        let mut candidates: Vec<(bool, u64, usize, Key)> = Vec::new();
+        for (index, shard) in shared.shards.iter().enumerate() {
+            for (key, slot) in read(shard).iter() {
+                if key != keep {
+                    let held = Arc::strong_count(&slot.value) > 1;
+                    let used = slot.last_used.load(Ordering::Relaxed);
+                    candidates.push((held, used, index, key.clone()));
+                }
+            }
+        }
+        // After the new key goes in, `max - batch + 1` keys remain.
+        let count = (candidates.len() + 1)
+            .saturating_sub(max + 1 - batch)
+            .min(candidates.len());
+        if count == 0 {
+            return;
+        }
+        if count < candidates.len() {
+            candidates.select_nth_unstable_by(count - 1, |a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        }
+        let mut removed = 0;
+        for (_, _, index, key) in candidates.into_iter().take(count) {
+            if write(&shared.shards[index]).remove(&key).is_some() {
+                removed += 1;
+            }
+        }
+        shared.len.fetch_sub(removed, Ordering::Relaxed);
+    }
+}
+
+impl<V> Shared<V> {
+    fn shard(&self, key: &Key) -> &RwLock<HashMap<Key, Slot<V>, foldhash::fast::RandomState>> {
+        let hash = self.hasher.hash_one(key.as_str());
+        // The high bits: the map itself uses the low ones.
+        &self.shards[(hash >> 60) as usize % SHARDS]
+    }
+
+    fn now_nanos(&self) -> u64 {
+        duration_nanos(Instant::now().saturating_duration_since(self.epoch))
+    }
+}
+
+impl<V> Slot<V> {
+    fn touch(&self, now: u64) {
+        // Relaxed max: an older timestamp racing in only makes eviction a little earlier.
+        if self.last_used.load(Ordering::Relaxed) < now {
+            self.last_used.store(now, Ordering::Relaxed);
+        }
+    }
+}
+
+fn duration_nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Poison-tolerant locks: a panic in a caller's closure cannot leave the map itself
+/// inconsistent (entries are inserted and removed whole).
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+
+    fn map(max_keys: usize, idle_secs: u64) -> KeyedState<AtomicU32> {
+        KeyedState::new(
+            KeyedStateConfig::new()
+                .max_keys(max_keys)
+                .idle_timeout(Some(Duration::from_secs(idle_secs))),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn invalid_config_is_rejected() {
+        assert_eq!(
+            KeyedState::<()>::new(KeyedStateConfig::new().max_keys(0)).unwrap_err(),
+            KeyedStateError::ZeroMaxKeys
+        );
+        assert_eq!(
+            KeyedState::<()>::new(KeyedStateConfig::new().idle_timeout(Some(Duration::ZERO)))
+                .unwrap_err(),
+            KeyedStateError::ZeroIdleTimeout
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn get_or_insert_creates_once_and_shares() {
+        let state = map(100, 60);
+        let key = Key::new("a");
+        let a = state.get_or_insert_with(&key, || AtomicU32::new(1));
+        let b = state.get_or_insert_with(&key, || AtomicU32::new(99));
+        assert!(Arc::ptr_eq(&a, &b));
+        a.fetch_add(1, Ordering::Relaxed);
+        let seen = state.with_or_insert(&key, || unreachable!(), |v| v.load(Ordering::Relaxed));
+        assert_eq!(seen, 2);
+        assert_eq!(state.len(), 1);
+        assert!(state.clone().get(&key).is_some());
+        assert!(state.remove(&key).is_some());
+        assert!(state.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_keys_are_evicted_on_tokio_time_unless_held() {
+        let state = map(100, 60);
+        let held_key = Key::new("held");
+        let held = state.get_or_insert_with(&held_key, || AtomicU32::new(0));
+        state.with_or_insert(&Key::new("idle"), || AtomicU32::new(0), |_| ());
+        state.with_or_insert(&Key::new("busy"), || AtomicU32::new(0), |_| ());
+
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert_eq!(state.evict_idle(), 0, "nothing is idle for 60 s yet");
+        state.with_or_insert(&Key::new("busy"), || AtomicU32::new(0), |_| ());
+
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(state.evict_idle(), 1, "only 'idle' goes");
+        assert!(state.get(&Key::new("idle")).is_none());
+        assert!(state.get(&Key::new("busy")).is_some());
+        assert!(state.get(&held_key).is_some(), "a held state is never evicted");
+
+        drop(held);
+        tokio::time::advance(Duration::from_secs(61)).await;
+        // An insert runs the sweep by itself.
+        state.with_or_insert(&Key::new("new"), || AtomicU32::new(0), |_| ());
+        assert_eq!(state.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn key_cap_evicts_least_recently_used() {
+        let state = map(32, 3600);
+        for i in 0..32 {
+            state.with_or_insert(&Key::new(format!("k{i}")), || AtomicU32::new(i), |_| ());
+            tokio::time::advance(Duration::from_millis(10)).await;
+        }
+        // Touch the oldest key so it becomes the most recent.
+        assert!(state.get(&Key::new("k0")).is_some());
+        tokio::time::advance(Duration::from_millis(10)).await;
+        state.with_or_insert(&Key::new("new"), || AtomicU32::new(0), |_| ());
+        assert!(state.len() <= 32);
+        // A batch of max/16 = 2 keys went: the least recently used ones, k1 and k2.
+        assert!(state.get(&Key::new("k0")).is_some());
+        assert!(state.get(&Key::new("k1")).is_none());
+        assert!(state.get(&Key::new("k2")).is_none());
+        assert!(state.get(&Key::new("k3")).is_some());
+        assert!(state.get(&Key::new("new")).is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn key_cap_prefers_unheld_keys_and_is_never_exceeded() {
+        let state = map(8, 3600);
+        let held: Vec<_> = (0..4)
+            .map(|i| state.get_or_insert_with(&Key::new(format!("held{i}")), || AtomicU32::new(0)))
+            .collect();
+        for i in 0..1000 {
+            tokio::time::advance(Duration::from_millis(1)).await;
+            state.with_or_insert(&Key::new(format!("k{i}")), || AtomicU32::new(0), |_| ());
+            assert!(state.len() <= 8, "len {} after insert {i}", state.len());
+        }
+        for i in 0..4 {
+            assert!(state.get(&Key::new(format!("held{i}"))).is_some());
+        }
+        drop(held);
+    }
+
+    #[test]
+    fn concurrent_get_or_insert_creates_one_state() {
+        let state = KeyedState::new(KeyedStateConfig::new()).unwrap();
+        let created = Arc::new(AtomicU32::new(0));
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                let state = state.clone();
+                let created = Arc::clone(&created);
+                scope.spawn(move || {
+                    for i in 0..500 {
+                        let value = state.get_or_insert_with(&Key::new(format!("k{}", i % 50)), || {
+                            created.fetch_add(1, Ordering::Relaxed);
+                            AtomicU32::new(0)
+                        });
+                        value.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        assert_eq!(created.load(Ordering::Relaxed), 50);
+        let mut total = 0;
+        state.for_each(|_, v| total += v.load(Ordering::Relaxed));
+        assert_eq!(total, 2000);
+    }
+}

@@ -1,0 +1,397 @@
+//! [`RouteTable`]: path templates and prefixes mapped to named buckets.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::key::Key;
+
+/// Maps request paths to named buckets: path templates such as `/repos/{owner}/{repo}` and
+/// prefixes such as `/search`, with a default bucket for everything else.
+///
+/// # Matching
+///
+/// Paths are compared segment by segment; empty segments (`//`, a trailing `/`) are ignored and
+/// the query string is never looked at.
+///
+/// - A **template** matches a path with exactly as many segments; a `{name}` segment matches any
+///   one segment, any other segment must be equal.
+/// - A **prefix** matches a path whose first segments are the prefix's segments (`/search`
+///   matches `/search` and `/search/code`, not `/searching`).
+///
+/// When several routes match, the **most specific** wins: the one with more literal (non-`{}`)
+/// segments; on a tie a template beats a prefix; on a further tie the route added first wins.
+/// Routes are sorted once when the table is built, so matching is a scan that stops at the
+/// first match and allocates nothing.
+///
+/// ```
+/// use ratewise_core::RouteTable;
+///
+/// let routes = RouteTable::builder()
+///     .route("/repos/{owner}/{repo}", "repos")?
+///     .prefix("/search", "search")?
+///     .route("/graphql", "graphql")?
+///     .default_bucket("core")
+///     .build();
+/// assert_eq!(routes.bucket("/repos/rust-lang/rust").as_str(), "repos");
+/// assert_eq!(routes.bucket("/search/code").as_str(), "search");
+/// assert_eq!(routes.bucket("/user").as_str(), "core");
+/// # Ok::<(), ratewise_core::RouteError>(())
+/// ```
+///
+/// # Clone
+///
+/// Cloning is one atomic increment: the routes are shared.
+#[derive(Clone)]
+pub struct RouteTable {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Sorted most specific first.
+    routes: Vec<Route>,
+    default: Key,
+}
+
+struct Route {
+    pattern: String,
+    segments: Vec<Segment>,
+    kind: Kind,
+    literals: usize,
+    order: usize,
+    bucket: Key,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Template,
+    Prefix,
+}
+
+enum Segment {
+    Literal(String),
+    Param,
+}
+
+impl RouteTable {
+    /// Starts an empty table whose default bucket is `"default"`.
+    pub fn builder() -> RouteTableBuilder {
+        RouteTableBuilder {
+            routes: Vec::new(),
+            default: Key::new("default"),
+        }
+    }
+
+    /// The bucket of `path`: the most specific matching route's, or the default bucket.
+    pub fn bucket(&self, path: &str) -> &Key {
+        self.matching(path).unwrap_or(&self.inner.default)
+    }
+
+    /// The bucket of the most specific route that matches `path`, or `None` when only the
+    /// default applies.
+    pub fn matching(&self, path: &str) -> Option<&Key> {
+        self.inner
+            .routes
+            .iter()
+            .find(|route| route.matches(path))
+            .map(|route| &route.bucket)
+    }
+
+    /// The default bucket.
+    pub fn default_bucket(&self) -> &Key {
+        &self.inner.default
+    }
+
+    /// Every bucket the table can return (each once), the default last.
+    pub fn buckets(&self) -> Vec<Key> {
+        let mut buckets: Vec<Key> = Vec::new();
+        for route in &self.inner.routes {
+            if !buckets.contains(&route.bucket) {
+                buckets.push(route.bucket.clone());
+            }
+        }
+        if !buckets.contains(&self.inner.default) {
+            buckets.push(self.inner.default.clone());
+        }
+        buckets
+    }
+}
+
+impl Default for RouteTable {
+    /// A table with no routes: every path is in the bucket `"default"`.
+    fn default() -> Self {
+        RouteTable::builder().build()
+    }
+}
+
+impl fmt::Debug for RouteTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut map = f.debug_map();
+        for route in &self.inner.routes {
+            let kind = match route.kind {
+                Kind::Template => "",
+                Kind::Prefix => " (prefix)",
+            };
+            map.entry(&format_args!("{}{kind}", route.pattern), &route.bucket);
+        }
+        map.entry(&"(default)", &self.inner.default);
+        map.finish()
+    }
+}
+
+impl Route {
+    fn matches(&self, path: &str) -> bool {
+        let mut segments = path.split('/').filter(|s| !s.is_empty());
+        for expected in &self.segments {
+            match (segments.next(), expected) {
+                (None, _) => return false,
+                (Some(_), Segment::Param) => {}
+                (Some(actual), Segment::Literal(literal)) => {
+                    if actual != literal {
+                        return false;
+                    }
+                }
+            }
+        }
+        match self.kind {
+            Kind::Prefix => true,
+            Kind::Template => segments.next().is_none(),
+        }
+    }
+}
+
+/// Builds a [`RouteTable`]; see there for the matching rules.
+#[derive(Debug)]
+pub struct RouteTableBuilder {
+    routes: Vec<Route>,
+    default: Key,
+}
+
+impl fmt::Debug for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Route")
+            .field("pattern", &self.pattern)
+            .field("kind", &self.kind)
+            .field("bucket", &self.bucket)
+            .finish()
+    }
+}
+
+impl RouteTableBuilder {
+    /// Adds a path template: literal segments and `{name}` segments, each `{name}` standing for
+    /// exactly one segment (`/repos/{owner}/{repo}`).
+    ///
+    /// # Errors
+    ///
+    /// [`RouteError`] when the template does not start with `/`, has a segment that mixes
+    /// braces with other text (`{id}.json`), or has an empty `{}`.
+    pub fn route(self, template: &str, bucket: impl Into<Key>) -> Result<Self, RouteError> {
+        self.push(template, Kind::Template, bucket.into())
+    }
+
+    /// Adds a prefix: every path whose first segments are these (`/search` matches
+    /// `/search/code`). `{name}` segments are allowed here too.
+    ///
+    /// # Errors
+    ///
+    /// As for [`route`](Self::route).
+    pub fn prefix(self, prefix: &str, bucket: impl Into<Key>) -> Result<Self, RouteError> {
+        self.push(prefix, Kind::Prefix, bucket.into())
+    }
+
+    /// The bucket of paths that match no route [default `"default"`].
+    pub fn default_bucket(mut self, bucket: impl Into<Key>) -> Self {
+        self.default = bucket.into();
+        self
+    }
+
+    /// Sorts the routes by specificity and freezes the table.
+    pub fn build(mut self) -> RouteTable {
+        self.routes.sort_by(|a, b| {
+            b.literals
+                .cmp(&a.literals)
+                .then_with(|| {
+                    let rank = |kind| u8::from(kind == Kind::Template);
+                    rank(b.kind).cmp(&rank(a.kind))
+                })
+                .then_with(|| a.order.cmp(&b.order))
+        });
+        RouteTable {
+            inner: Arc::new(Inner {
+                routes: self.routes,
+                default: self.default,
+            }),
+        }
+    }
+
+    fn push(mut self, pattern: &str, kind: Kind, bucket: Key) -> Result<Self, RouteError> {
+        if !pattern.starts_with('/') {
+            return Err(RouteError::new(pattern, "must start with '/'"));
+        }
+        let mut segments = Vec::new();
+        for segment in pattern.split('/').filter(|s| !s.is_empty()) {
+            let has_brace = segment.contains('{') || segment.contains('}');
+            if !has_brace {
+                segments.push(Segment::Literal(segment.to_owned()));
+                continue;
+            }
+            let name = segment
+                .strip_prefix('{')
+                .and_then(|rest| rest.strip_suffix('}'))
+                .ok_or_else(|| {
+                    RouteError::new(pattern, "a '{param}' must be a whole path segment")
+                })?;
+            if name.is_empty() || name.contains('{') || name.contains('}') {
+                return Err(RouteError::new(pattern, "a '{param}' needs a plain name"));
+            }
+            segments.push(Segment::Param);
+        }
+        let literals = segments
+            .iter()
+            .filter(|s| matches!(s, Segment::Literal(_)))
+            .count();
+        let order = self.routes.len();
+        self.routes.push(Route {
+            pattern: pattern.to_owned(),
+            segments,
+            kind,
+            literals,
+            order,
+            bucket,
+        });
+        Ok(self)
+    }
+}
+
+/// A path template or prefix that [`RouteTableBuilder`] cannot use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteError {
+    pattern: String,
+    reason: &'static str,
+}
+
+impl RouteError {
+    fn new(pattern: &str, reason: &'static str) -> Self {
+        RouteError {
+            pattern: pattern.to_owned(),
+            reason,
+        }
+    }
+
+    /// The rejected pattern.
+    pub fn pattern(&self) -> &str {
+        &self.pattern
+    }
+}
+
+impl fmt::Display for RouteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid route pattern {:?}: {}", self.pattern, self.reason)
+    }
+}
+
+impl std::error::Error for RouteError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn seed_table() -> RouteTable {
+        RouteTable::builder()
+            .route("/repos/{owner}/{repo}", "repos")
+            .unwrap()
+            .prefix("/search", "search")
+            .unwrap()
+            .route("/graphql", "graphql")
+            .unwrap()
+            .build()
+    }
+
+    #[test]
+    fn templates_match_whole_paths_only() {
+        let t = seed_table();
+        assert_eq!(t.bucket("/repos/rust-lang/rust").as_str(), "repos");
+        assert_eq!(t.bucket("/repos/rust-lang/rust/").as_str(), "repos");
+        assert_eq!(t.bucket("/repos/rust-lang").as_str(), "default");
+        assert_eq!(t.bucket("/repos/rust-lang/rust/issues").as_str(), "default");
+        assert_eq!(t.bucket("/graphql").as_str(), "graphql");
+        assert_eq!(t.bucket("/graphql/x").as_str(), "default");
+    }
+
+    #[test]
+    fn prefixes_match_on_segment_boundaries() {
+        let t = seed_table();
+        assert_eq!(t.bucket("/search").as_str(), "search");
+        assert_eq!(t.bucket("/search/code").as_str(), "search");
+        assert_eq!(t.bucket("//search//issues").as_str(), "search");
+        assert_eq!(t.bucket("/searching").as_str(), "default");
+        assert_eq!(t.bucket("/").as_str(), "default");
+        assert_eq!(t.bucket("").as_str(), "default");
+        assert!(t.matching("/user").is_none());
+    }
+
+    #[test]
+    fn most_specific_route_wins() {
+        let t = RouteTable::builder()
+            .prefix("/repos", "repos-any")
+            .unwrap()
+            .route("/repos/{owner}/{repo}", "repo")
+            .unwrap()
+            .route("/repos/{owner}/{repo}/issues", "issues")
+            .unwrap()
+            .prefix("/repos/rust-lang/rust", "rust")
+            .unwrap()
+            .route("/repos/{owner}/special", "special")
+            .unwrap()
+            .route("/repos/{a}/{b}", "shadowed")
+            .unwrap()
+            .default_bucket("core")
+            .build();
+        // More literal segments beat fewer.
+        assert_eq!(t.bucket("/repos/tokio-rs/tokio/issues").as_str(), "issues");
+        assert_eq!(t.bucket("/repos/rust-lang/rust/pulls").as_str(), "rust");
+        assert_eq!(t.bucket("/repos/rust-lang/rust").as_str(), "rust");
+        assert_eq!(t.bucket("/repos/x/special").as_str(), "special");
+        // Same literal count: a template beats a prefix, then the first added wins.
+        assert_eq!(t.bucket("/repos/tokio-rs/tokio").as_str(), "repo");
+        assert_eq!(t.bucket("/repos/tokio-rs").as_str(), "repos-any");
+        assert_eq!(t.bucket("/elsewhere").as_str(), "core");
+    }
+
+    #[test]
+    fn bad_patterns_are_rejected() {
+        let b = || RouteTable::builder();
+        assert!(b().route("repos", "x").is_err());
+        assert!(b().route("/repos/{id}.json", "x").is_err());
+        assert!(b().route("/repos/{}", "x").is_err());
+        assert!(b().prefix("/a/{b", "x").is_err());
+        let err = b().route("/x/}{", "x").unwrap_err();
+        assert_eq!(err.pattern(), "/x/}{");
+        assert!(err.to_string().contains("invalid route pattern"));
+    }
+
+    #[test]
+    fn buckets_lists_each_once() {
+        let t = seed_table();
+        let names: Vec<_> = t.buckets().iter().map(|k| k.as_str().to_owned()).collect();
+        assert_eq!(names, ["repos", "graphql", "search", "default"]);
+    }
+
+    proptest! {
+        /// Matching never panics, and a path always lands in some bucket of the table.
+        #[test]
+        fn any_path_gets_a_known_bucket(path in "\\PC{0,64}") {
+            let t = seed_table();
+            let bucket = t.bucket(&path).clone();
+            prop_assert!(t.buckets().contains(&bucket));
+        }
+
+        /// A template with params matches exactly the paths with the same literals.
+        #[test]
+        fn template_params_match_any_segment(owner in "[a-z0-9-]{1,12}", repo in "[a-z0-9._-]{1,12}") {
+            let t = seed_table();
+            let path = format!("/repos/{owner}/{repo}");
+            prop_assert_eq!(t.bucket(&path).as_str(), "repos");
+        }
+    }
+}

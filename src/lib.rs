@@ -1,0 +1,64 @@
+//! Client-side traffic shaping for Rust programs that consume rate-limited HTTP APIs.
+//!
+//! `ratewise` is a stack of independent [`tower`](https://docs.rs/tower) layers, each in its own
+//! crate and re-exported here behind a same-named cargo feature:
+//!
+//! | feature   | crate              | what it does |
+//! |-----------|--------------------|--------------|
+//! | (always)  | [`core`]           | keys, route tables, bounded keyed state, refusal errors |
+//! | `pace`    | `ratewise-pace`    | GCRA pacing per endpoint |
+//! | `adapt`   | `ratewise-adapt`   | learns limits from rate-limit headers, shared cooldowns |
+//! | `retry`   | `ratewise-retry`   | backoff with jitter, exact `Retry-After`, budgets |
+//! | `breaker` | `ratewise-breaker` | per-host circuit breaking |
+//! | `cache`   | `ratewise-cache`   | RFC 9111 cache, coalescing, batching |
+//! | `redis`   | `ratewise-redis`   | one quota shared by many workers through Redis |
+//! | `metrics` | `ratewise-metrics` | metrics for every layer |
+//!
+//! `full` enables all of them; the default is `pace`, `adapt`, `retry` and `breaker`.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![doc(test(attr(deny(warnings))))]
+
+#[doc(inline)]
+pub use ratewise_core as core;
+
+#[cfg(any(feature = "adapt", feature = "retry"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "adapt", feature = "retry"))))]
+#[doc(inline)]
+pub use ratewise_headers as headers;
+
+#[cfg(feature = "pace")]
+#[cfg_attr(docsrs, doc(cfg(feature = "pace")))]
+#[doc(inline)]
+pub use ratewise_pace as pace;
+
+#[cfg(feature = "adapt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "adapt")))]
+#[doc(inline)]
+pub use ratewise_adapt as adapt;
+
+#[cfg(feature = "retry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "retry")))]
+#[doc(inline)]
+pub use ratewise_retry as retry;
+
+#[cfg(feature = "breaker")]
+#[cfg_attr(docsrs, doc(cfg(feature = "breaker")))]
+#[doc(inline)]
+pub use ratewise_breaker as breaker;
+
+#[cfg(feature = "cache")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
+#[doc(inline)]
+pub use ratewise_cache as cache;
+
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+#[doc(inline)]
+pub use ratewise_redis as redis;
+
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+#[doc(inline)]
+pub use ratewise_metrics as metrics;
+
+pub use ratewise_core::BoxError;

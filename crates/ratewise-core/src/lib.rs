@@ -13,6 +13,9 @@
 //! - [`ByHostAndRoute`] keys by both; [`Global`] puts every request in one bucket;
 //! - any closure `Fn(&http::request::Parts) -> Key` works too.
 //!
+//! A [`Deadline`] request extension bounds how long any layer may hold a request, and
+//! [`metric_names`] lists every metric the layers record.
+//!
 //! Refusals (a wait longer than `max_wait`, an open circuit) are small structs returned inside
 //! a [`BoxError`]; see [`error`] for the conventions and [`find_refusal`].
 //!
@@ -44,13 +47,16 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
+mod deadline;
 pub mod error;
 mod key;
+pub mod metric_names;
 mod keyed;
 mod route;
 
 #[doc(inline)]
 pub use error::{AdaptWaitTooLong, BoxError, CircuitOpen, PaceWaitTooLong, Refusal, find_refusal};
+pub use deadline::Deadline;
 pub use key::{ByHost, ByHostAndRoute, ByRoute, Global, Key, KeyFn};
 pub use keyed::{KeyedState, KeyedStateConfig, KeyedStateError};
 pub use route::{RouteError, RouteTable, RouteTableBuilder};

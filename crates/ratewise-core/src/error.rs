@@ -146,7 +146,10 @@ mod tests {
 
     #[test]
     fn refusals_downcast_display_and_are_found_in_chains() {
-        let err: BoxError = Box::new(PaceWaitTooLong::new(Key::new("search"), Duration::from_secs(2)));
+        let err: BoxError = Box::new(PaceWaitTooLong::new(
+            Key::new("search"),
+            Duration::from_secs(2),
+        ));
         assert_eq!(
             err.to_string(),
             "rate limit wait exceeds max_wait for key `search`; retry after 2s"
@@ -154,7 +157,10 @@ mod tests {
         let pace = err.downcast_ref::<PaceWaitTooLong>().unwrap();
         assert_eq!(pace.key().as_str(), "search");
 
-        let wrapped = Wrapper(Box::new(AdaptWaitTooLong::new(Key::new("core"), Duration::from_millis(5))));
+        let wrapped = Wrapper(Box::new(AdaptWaitTooLong::new(
+            Key::new("core"),
+            Duration::from_millis(5),
+        )));
         let found = find_refusal(&wrapped).unwrap();
         assert_eq!(found.key().as_str(), "core");
         assert_eq!(found.retry_after(), Duration::from_millis(5));

@@ -30,6 +30,12 @@ impl Key {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The shared string behind the key (one atomic increment, no allocation): for labels of
+    /// metrics (`metrics::SharedString::from_shared`) and other places that keep the name.
+    pub fn to_shared(&self) -> Arc<str> {
+        Arc::clone(&self.0)
+    }
 }
 
 impl fmt::Debug for Key {
@@ -288,7 +294,8 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 }
 
 fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    lock.write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
@@ -305,7 +312,10 @@ mod tests {
         let a = by_host.key(&parts("https://API.github.com/repos/a/b"));
         let b = by_host.key(&parts("https://api.github.com/search"));
         assert_eq!(a.as_str(), "api.github.com");
-        assert!(Arc::ptr_eq(&a.0, &b.0), "second lookup must reuse the interned key");
+        assert!(
+            Arc::ptr_eq(&a.0, &b.0),
+            "second lookup must reuse the interned key"
+        );
         let c = by_host.key(&parts("http://127.0.0.1:8080/x"));
         assert_eq!(c.as_str(), "127.0.0.1:8080");
     }
@@ -314,7 +324,9 @@ mod tests {
     fn by_host_strips_userinfo_and_falls_back_to_host_header() {
         let by_host = ByHost::new();
         assert_eq!(
-            by_host.key(&parts("https://user:secret@example.com/")).as_str(),
+            by_host
+                .key(&parts("https://user:secret@example.com/"))
+                .as_str(),
             "example.com"
         );
         let mut relative = parts("/relative");

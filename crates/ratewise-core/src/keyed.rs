@@ -373,7 +373,8 @@ fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
 }
 
 fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    lock.write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
@@ -435,7 +436,10 @@ mod tests {
         assert_eq!(state.evict_idle(), 1, "only 'idle' goes");
         assert!(state.get(&Key::new("idle")).is_none());
         assert!(state.get(&Key::new("busy")).is_some());
-        assert!(state.get(&held_key).is_some(), "a held state is never evicted");
+        assert!(
+            state.get(&held_key).is_some(),
+            "a held state is never evicted"
+        );
 
         drop(held);
         tokio::time::advance(Duration::from_secs(61)).await;
@@ -491,10 +495,11 @@ mod tests {
                 let created = Arc::clone(&created);
                 scope.spawn(move || {
                     for i in 0..500 {
-                        let value = state.get_or_insert_with(&Key::new(format!("k{}", i % 50)), || {
-                            created.fetch_add(1, Ordering::Relaxed);
-                            AtomicU32::new(0)
-                        });
+                        let value =
+                            state.get_or_insert_with(&Key::new(format!("k{}", i % 50)), || {
+                                created.fetch_add(1, Ordering::Relaxed);
+                                AtomicU32::new(0)
+                            });
                         value.fetch_add(1, Ordering::Relaxed);
                     }
                 });

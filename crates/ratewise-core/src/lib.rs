@@ -50,13 +50,13 @@
 mod deadline;
 pub mod error;
 mod key;
-pub mod metric_names;
 mod keyed;
+pub mod metric_names;
 mod route;
 
+pub use deadline::Deadline;
 #[doc(inline)]
 pub use error::{AdaptWaitTooLong, BoxError, CircuitOpen, PaceWaitTooLong, Refusal, find_refusal};
-pub use deadline::Deadline;
 pub use key::{ByHost, ByHostAndRoute, ByRoute, Global, Key, KeyFn};
 pub use keyed::{KeyedState, KeyedStateConfig, KeyedStateError};
 pub use route::{RouteError, RouteTable, RouteTableBuilder};

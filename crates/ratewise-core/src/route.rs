@@ -285,7 +285,11 @@ impl RouteError {
 
 impl fmt::Display for RouteError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid route pattern {:?}: {}", self.pattern, self.reason)
+        write!(
+            f,
+            "invalid route pattern {:?}: {}",
+            self.pattern, self.reason
+        )
     }
 }
 

@@ -77,7 +77,8 @@ impl Decision {
 ///
 /// # Changes
 ///
-/// None yet: this is the first version of the trait. Any change will be listed here.
+/// - Added [`acquire_now`](Self::acquire_now), a synchronous fast path with a default
+///   (`None`) implementation: existing implementations need no change.
 pub trait RateLimiter: Send + Sync + 'static {
     /// The future of [`acquire`](Self::acquire).
     type AcquireFuture: Future<Output = Result<Decision, BoxError>> + Send + 'static;
@@ -89,6 +90,24 @@ pub trait RateLimiter: Send + Sync + 'static {
     ///
     /// `quotas` holds 1 to [`MAX_CHAINED_QUOTAS`] quotas.
     fn acquire(&self, key: &Key, quotas: &[Quota], cost: u32) -> Self::AcquireFuture;
+
+    /// The same acquire, answered synchronously when the limiter can decide without waiting
+    /// (an in-memory limiter); `None` (the default) when it cannot, and then the layer awaits
+    /// [`acquire`](Self::acquire) instead. When this returns `Some`, the acquire has happened
+    /// exactly as [`acquire`](Self::acquire) would have done it.
+    ///
+    /// The layer calls this first so that an uncontended request takes no future and no
+    /// allocation. A remote limiter keeps the default.
+    #[inline]
+    fn acquire_now(
+        &self,
+        key: &Key,
+        quotas: &[Quota],
+        cost: u32,
+    ) -> Option<Result<Decision, BoxError>> {
+        let _ = (key, quotas, cost);
+        None
+    }
 
     /// A cooldown: `key` admits nothing before `until`. Each quota's theoretical arrival time
     /// becomes `max(tat, until + (b − 1)·T)`, so at `until` exactly one unit of each quota is
@@ -107,6 +126,16 @@ impl<L: RateLimiter + ?Sized> RateLimiter for Arc<L> {
     #[inline]
     fn acquire(&self, key: &Key, quotas: &[Quota], cost: u32) -> Self::AcquireFuture {
         (**self).acquire(key, quotas, cost)
+    }
+
+    #[inline]
+    fn acquire_now(
+        &self,
+        key: &Key,
+        quotas: &[Quota],
+        cost: u32,
+    ) -> Option<Result<Decision, BoxError>> {
+        (**self).acquire_now(key, quotas, cost)
     }
 
     #[inline]

@@ -275,6 +275,16 @@ impl RateLimiter for LocalLimiter {
         ready(self.check(key, quotas, cost))
     }
 
+    #[inline]
+    fn acquire_now(
+        &self,
+        key: &Key,
+        quotas: &[Quota],
+        cost: u32,
+    ) -> Option<Result<Decision, BoxError>> {
+        Some(self.check(key, quotas, cost))
+    }
+
     fn drain(&self, key: &Key, quotas: &[Quota], until: Instant) -> Self::DrainFuture {
         ready(self.drain_now(key, quotas, until))
     }

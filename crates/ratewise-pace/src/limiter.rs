@@ -1,4 +1,4 @@
-//! The [`RateLimiter`] trait: the store behind `PaceLayer`.
+//! The [`RateLimiter`] trait: the store behind [`PaceLayer`](crate::PaceLayer).
 
 use std::fmt;
 use std::future::Future;
@@ -34,7 +34,7 @@ impl Decision {
     }
 }
 
-/// A GCRA rate limiter keyed by [`Key`]: the store that `PaceLayer` asks
+/// A GCRA rate limiter keyed by [`Key`]: the store that [`PaceLayer`](crate::PaceLayer) asks
 /// before each request. [`LocalLimiter`](crate::LocalLimiter) is the in-memory implementation;
 /// `ratewise-redis` implements it on Redis so that many processes share one quota.
 ///

@@ -158,7 +158,7 @@ pub(crate) fn validate(key: &Key, quotas: &[Quota], cost: u32) -> Result<(), Box
 /// A key idle for longer than the configured `idle_timeout` [10 minutes] is evicted and starts
 /// again with a full bucket. That is exact for quotas whose burst span (`burst × period /
 /// count`) is shorter than the idle timeout (the bucket had refilled anyway); for longer ones,
-/// use [`with_config`](Self::with_config) with a longer idle timeout. `PaceLayer`
+/// use [`with_config`](Self::with_config) with a longer idle timeout. [`PaceLayer`](crate::PaceLayer)
 /// does this for you from its quota table.
 ///
 /// # Memory

@@ -3,6 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::limiter::MAX_CHAINED_QUOTAS;
+
 /// The longest span a quota may cover (`burst × emission interval`): about 146 years in
 /// nanoseconds, so that instants plus spans never overflow a `u64` of nanoseconds.
 const MAX_SPAN_NANOS: u64 = 1 << 62;
@@ -165,6 +167,109 @@ impl Quota {
     }
 }
 
+/// The chained quotas of one key (1 to [`MAX_CHAINED_QUOTAS`]): a request passes only when
+/// every one of them admits it, and a refusal by one consumes none of the others.
+///
+/// `Copy`, stored inline (no allocation). Built from one [`Quota`] (`From`) or a slice.
+///
+/// ```
+/// use ratewise_pace::{Quota, Quotas};
+///
+/// // 10 per second AND 5000 per hour.
+/// let chained = Quotas::new(&[Quota::per_second(10)?.burst(10)?, Quota::per_hour(5000)?])?;
+/// assert_eq!(chained.as_slice().len(), 2);
+/// assert_eq!(chained.min_burst(), 1);
+/// # Ok::<(), ratewise_pace::QuotaError>(())
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Quotas {
+    quotas: [Quota; MAX_CHAINED_QUOTAS],
+    len: u8,
+}
+
+impl Quotas {
+    /// The chain of `quotas`, in this order (the order in which a limiter keeps their state).
+    ///
+    /// # Errors
+    ///
+    /// [`QuotaError::Empty`] or [`QuotaError::TooMany`].
+    pub fn new(quotas: &[Quota]) -> Result<Self, QuotaError> {
+        let Some(&first) = quotas.first() else {
+            return Err(QuotaError::Empty);
+        };
+        if quotas.len() > MAX_CHAINED_QUOTAS {
+            return Err(QuotaError::TooMany);
+        }
+        let mut all = [first; MAX_CHAINED_QUOTAS];
+        all[..quotas.len()].copy_from_slice(quotas);
+        Ok(Quotas {
+            quotas: all,
+            len: quotas.len() as u8,
+        })
+    }
+
+    /// The quotas, in order.
+    #[inline]
+    pub fn as_slice(&self) -> &[Quota] {
+        &self.quotas[..usize::from(self.len)]
+    }
+
+    /// The smallest burst: the largest cost a request may have.
+    pub fn min_burst(&self) -> u32 {
+        self.as_slice()
+            .iter()
+            .map(Quota::burst_size)
+            .min()
+            .unwrap_or(1)
+    }
+
+    /// The longest emission interval: the spacing of unit requests once every burst is spent.
+    pub fn max_interval(&self) -> Duration {
+        self.as_slice()
+            .iter()
+            .map(Quota::emission_interval)
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// The longest burst span (`burst × T`) among the quotas.
+    pub(crate) fn max_span(&self) -> Duration {
+        Duration::from_nanos(
+            self.as_slice()
+                .iter()
+                .map(Quota::burst_span_nanos)
+                .max()
+                .unwrap_or(0),
+        )
+    }
+
+    /// The chain a request that may not use the reserve is checked against: each burst
+    /// reduced by `floor(fraction × burst)` (at least 1 remains).
+    pub(crate) fn without_reserve(mut self, fraction: f64) -> Self {
+        for quota in &mut self.quotas[..usize::from(self.len)] {
+            // In [0, burst): the fraction is checked to be in [0, 1) at construction.
+            let reserved = (fraction * f64::from(quota.burst)).floor() as u32;
+            quota.burst = quota.burst.saturating_sub(reserved).max(1);
+        }
+        self
+    }
+}
+
+impl From<Quota> for Quotas {
+    fn from(quota: Quota) -> Self {
+        Quotas {
+            quotas: [quota; MAX_CHAINED_QUOTAS],
+            len: 1,
+        }
+    }
+}
+
+impl fmt::Debug for Quotas {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.as_slice()).finish()
+    }
+}
+
 impl fmt::Debug for Quota {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Quota")
@@ -189,8 +294,8 @@ pub enum QuotaError {
     TooLong,
     /// A key was given an empty list of quotas.
     Empty,
-    /// The reserve fraction was not in `[0, 1)`.
-    InvalidReserve,
+    /// A key was given more than [`MAX_CHAINED_QUOTAS`] quotas.
+    TooMany,
 }
 
 impl fmt::Display for QuotaError {
@@ -201,7 +306,7 @@ impl fmt::Display for QuotaError {
             QuotaError::ZeroBurst => "quota burst must be at least 1",
             QuotaError::TooLong => "quota period or burst span is too long",
             QuotaError::Empty => "a key needs at least one quota",
-            QuotaError::InvalidReserve => "reserve must be a fraction in [0, 1)",
+            QuotaError::TooMany => "a key may chain at most 4 quotas",
         })
     }
 }

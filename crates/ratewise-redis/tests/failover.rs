@@ -1,0 +1,322 @@
+//! The failure policy against a private `redis-server` that is killed, frozen and restarted.
+//!
+//! These tests need a real Redis and real sockets, so they run on tokio's real clock; they
+//! assert counts and sources of decisions, and bound each acquire's latency only loosely
+//! (timeout + a wide margin for a loaded 2-core machine), never exact durations.
+
+mod support;
+
+use std::time::Duration;
+
+use metrics::{SharedString, Unit};
+use metrics_util::CompositeKey;
+use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use ratewise_core::Key;
+use ratewise_core::metric_names::{REDIS_FALLBACK_TOTAL, REDIS_MODE_SWITCHES_TOTAL};
+use ratewise_redis::{
+    DecisionSource, FailurePolicy, Quota, RateLimiter, RedisConnection, RedisGcra, RedisUnavailable,
+};
+use support::RedisServer;
+use tokio::time::{Instant, sleep};
+
+const TIMEOUT: Duration = Duration::from_millis(50);
+/// The most an acquire may take: the timeout plus room for a loaded machine.
+const LATENCY_BOUND: Duration = Duration::from_millis(250);
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn limiter(url: &str, policy: FailurePolicy) -> RedisGcra {
+    let client = redis::Client::open(url).expect("url");
+    RedisGcra::builder(RedisConnection::single(client).expect("connection"))
+        .timeout(TIMEOUT)
+        .probe_interval(Duration::from_millis(100))
+        .failure_policy(policy)
+        .build()
+        .expect("valid settings")
+}
+
+type Metrics = Vec<(CompositeKey, Option<Unit>, Option<SharedString>, DebugValue)>;
+
+fn counter(metrics: &Metrics, name: &str, label: (&str, &str)) -> u64 {
+    metrics
+        .iter()
+        .filter(|(key, _, _, _)| {
+            key.key().name() == name
+                && key
+                    .key()
+                    .labels()
+                    .any(|l| l.key() == label.0 && l.value() == label.1)
+        })
+        .map(|(_, _, _, value)| match value {
+            DebugValue::Counter(n) => *n,
+            _ => 0,
+        })
+        .sum()
+}
+
+/// What a burst of concurrent acquires saw.
+#[derive(Debug, Default)]
+struct Round {
+    sources: Vec<DecisionSource>,
+    errors: usize,
+    slow: usize,
+}
+
+/// 8 concurrent acquires, each timed.
+async fn round(limiter: &RedisGcra, quotas: &[Quota]) -> Round {
+    let mut tasks = Vec::new();
+    for task in 0..8 {
+        let limiter = limiter.clone();
+        let quotas = quotas.to_vec();
+        tasks.push(tokio::spawn(async move {
+            let start = Instant::now();
+            let result = limiter
+                .check(&Key::new(format!("k{task}")), &quotas, 1)
+                .await;
+            (start.elapsed(), result.map(|decision| decision.source()))
+        }));
+    }
+    let mut round = Round::default();
+    for task in tasks {
+        let (elapsed, result) = task.await.expect("task");
+        round.slow += usize::from(elapsed > LATENCY_BOUND);
+        match result {
+            Ok(source) => round.sources.push(source),
+            Err(error) => {
+                assert!(
+                    error.downcast_ref::<RedisUnavailable>().is_some(),
+                    "{error}"
+                );
+                round.errors += 1;
+            }
+        }
+    }
+    round
+}
+
+#[test]
+fn killed_redis_falls_back_within_the_timeout_and_recovers_after_restart() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let rt = runtime();
+    metrics::with_local_recorder(&recorder, || {
+        rt.block_on(async {
+            let Some(mut server) = RedisServer::start("killed_redis_falls_back").await else {
+                return;
+            };
+            let limiter = limiter(
+                &server.url(),
+                FailurePolicy::FallbackLocal {
+                    expected_workers: 4,
+                },
+            );
+            let quotas = [Quota::per_second(10_000)
+                .and_then(|q| q.burst(1_000))
+                .expect("quota")];
+
+            for _ in 0..5 {
+                let round = round(&limiter, &quotas).await;
+                assert!(
+                    round.sources.iter().all(|s| *s == DecisionSource::Shared),
+                    "{round:?}"
+                );
+            }
+
+            server.kill();
+            let mut fallback = 0;
+            for _ in 0..10 {
+                let round = round(&limiter, &quotas).await;
+                assert_eq!(
+                    round.slow, 0,
+                    "no acquire waits past the timeout: {round:?}"
+                );
+                assert_eq!(round.errors, 0);
+                fallback += round
+                    .sources
+                    .iter()
+                    .filter(|s| **s == DecisionSource::FallbackLocal)
+                    .count();
+                sleep(Duration::from_millis(20)).await;
+            }
+            assert_eq!(
+                fallback, 80,
+                "every acquire after the kill is answered by the fallback"
+            );
+            assert!(limiter.is_degraded());
+
+            server.restart().await;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let round = round(&limiter, &quotas).await;
+                assert_eq!(round.slow, 0, "{round:?}");
+                if round.sources.iter().all(|s| *s == DecisionSource::Shared) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "never back to shared mode");
+                sleep(Duration::from_millis(50)).await;
+            }
+            assert!(!limiter.is_degraded());
+        });
+    });
+    // Taking a snapshot resets the counters: one snapshot for every assertion.
+    let metrics = snapshotter.snapshot().into_vec();
+    if metrics.is_empty() {
+        return; // skipped: no Redis
+    }
+    assert_eq!(
+        counter(&metrics, REDIS_MODE_SWITCHES_TOTAL, ("to", "degraded")),
+        1
+    );
+    assert_eq!(
+        counter(&metrics, REDIS_MODE_SWITCHES_TOTAL, ("to", "shared")),
+        1
+    );
+    assert!(counter(&metrics, REDIS_FALLBACK_TOTAL, ("policy", "fallback_local")) >= 80);
+}
+
+#[test]
+fn frozen_redis_never_holds_an_acquire_past_the_timeout() {
+    let rt = runtime();
+    rt.block_on(async {
+        let Some(server) = RedisServer::start("frozen_redis").await else {
+            return;
+        };
+        let limiter = limiter(&server.url(), FailurePolicy::FailClosed);
+        let quotas = [Quota::per_second(10_000)
+            .and_then(|q| q.burst(1_000))
+            .expect("quota")];
+        let round_before = round(&limiter, &quotas).await;
+        assert_eq!(round_before.errors, 0);
+
+        // SIGSTOP: the socket stays open and nothing answers.
+        server.freeze();
+        let mut refused = 0;
+        for _ in 0..5 {
+            let round = round(&limiter, &quotas).await;
+            assert_eq!(round.slow, 0, "{round:?}");
+            refused += round.errors;
+        }
+        assert_eq!(
+            refused, 40,
+            "fail closed refuses every acquire while Redis hangs"
+        );
+        server.thaw();
+
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while round(&limiter, &quotas).await.errors > 0 {
+            assert!(Instant::now() < deadline, "never recovered after SIGCONT");
+            sleep(Duration::from_millis(50)).await;
+        }
+        assert!(!limiter.is_degraded());
+    });
+}
+
+#[test]
+fn fail_open_lets_everything_through_while_redis_is_down() {
+    let rt = runtime();
+    rt.block_on(async {
+        let Some(mut server) = RedisServer::start("fail_open").await else {
+            return;
+        };
+        let limiter = limiter(&server.url(), FailurePolicy::FailOpen);
+        // Burst 1: with Redis, the second request at once is denied.
+        let quotas = [Quota::per_second(1).expect("quota")];
+        let key = Key::new("open");
+        assert!(
+            limiter
+                .acquire(&key, &quotas, 1)
+                .await
+                .expect("acquire")
+                .is_allowed()
+        );
+        assert!(
+            !limiter
+                .acquire(&key, &quotas, 1)
+                .await
+                .expect("acquire")
+                .is_allowed()
+        );
+        server.kill();
+        for _ in 0..20 {
+            let decision = limiter.check(&key, &quotas, 1).await.expect("fail open");
+            assert!(decision.is_allowed());
+            assert_eq!(decision.source(), DecisionSource::FailOpen);
+        }
+    });
+}
+
+/// A closed loopback port: nothing listens there.
+fn dead_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    drop(listener);
+    format!("redis://127.0.0.1:{port}/")
+}
+
+/// With Redis unreachable, each of the expected workers gets its share of the rate: 100/s burst
+/// 8 over 4 workers is 25/s burst 2 here, on a paused clock.
+#[tokio::test(start_paused = true)]
+async fn fallback_paces_at_the_rate_divided_by_the_expected_workers() {
+    let limiter = limiter(
+        &dead_url(),
+        FailurePolicy::FallbackLocal {
+            expected_workers: 4,
+        },
+    );
+    let quotas = [Quota::per_second(100)
+        .and_then(|q| q.burst(8))
+        .expect("quota")];
+    let key = Key::new("fallback");
+    let start = Instant::now();
+    let mut admitted = 0;
+    while start.elapsed() < Duration::from_secs(2) {
+        match limiter
+            .acquire(&key, &quotas, 1)
+            .await
+            .expect("fallback decides")
+        {
+            ratewise_redis::Decision::Allowed => admitted += 1,
+            ratewise_redis::Decision::Denied { retry_after } => sleep(retry_after).await,
+        }
+    }
+    assert!(limiter.is_degraded());
+    // At most 2 at once, then one every 40 ms for 2 s (probes of Redis cost some of it).
+    assert!((40..=52).contains(&admitted), "admitted {admitted}");
+}
+
+/// A cooldown reaches every worker through Redis, and the fallback keeps honouring it.
+#[test]
+fn a_cooldown_written_by_one_worker_stops_the_others() {
+    let rt = runtime();
+    rt.block_on(async {
+        let Some(server) = RedisServer::start("shared_cooldown").await else {
+            return;
+        };
+        let worker_a = limiter(&server.url(), FailurePolicy::default());
+        let worker_b = limiter(&server.url(), FailurePolicy::default());
+        let quotas = [Quota::per_second(100)
+            .and_then(|q| q.burst(10))
+            .expect("quota")];
+        let key = Key::new("cooled");
+        assert!(
+            worker_b
+                .acquire(&key, &quotas, 1)
+                .await
+                .expect("acquire")
+                .is_allowed()
+        );
+        worker_a
+            .drain(&key, &quotas, Instant::now() + Duration::from_secs(30))
+            .await
+            .expect("drain");
+        let decision = worker_b.check(&key, &quotas, 1).await.expect("acquire");
+        assert!(!decision.is_allowed() && decision.is_cooldown());
+        assert!(decision.retry_after() > Duration::from_secs(29));
+        assert!(decision.retry_after() <= Duration::from_secs(30));
+    });
+}

@@ -1,0 +1,229 @@
+//! Configuration of [`AdaptLayer`](crate::AdaptLayer): [`AdaptConfig`], [`SafetyMargin`],
+//! [`ConfigError`].
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ratewise_core::{ByHostAndRoute, KeyFn, KeyedStateConfig, RouteTable};
+
+use crate::layer::AdaptLayer;
+
+/// How much of the server's remaining quota to leave unused before waiting for the reset.
+///
+/// A request waits when the learned remaining quota, minus the requests already in flight, is
+/// at or below the margin.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum SafetyMargin {
+    /// Leave this many requests of every window unused.
+    Count(u64),
+    /// Leave this fraction (in `[0, 1)`) of the policy's limit unused, rounded up; behaves as
+    /// `Count(0)` for policies whose limit the server does not state.
+    Fraction(f64),
+}
+
+impl SafetyMargin {
+    /// The margin in requests for a policy with this limit.
+    pub(crate) fn requests(self, limit: Option<u64>) -> i64 {
+        match self {
+            SafetyMargin::Count(count) => i64::try_from(count).unwrap_or(i64::MAX),
+            SafetyMargin::Fraction(fraction) => match limit {
+                // Both factors are finite and non-negative (checked at construction), and the
+                // cast saturates.
+                Some(limit) => (limit as f64 * fraction).ceil() as i64,
+                None => 0,
+            },
+        }
+    }
+}
+
+impl Default for SafetyMargin {
+    /// `Count(0)`: use the whole quota.
+    fn default() -> Self {
+        SafetyMargin::Count(0)
+    }
+}
+
+/// Settings of an [`AdaptLayer`], checked by [`build`](AdaptConfig::build).
+///
+/// ```
+/// use std::time::Duration;
+/// use ratewise_adapt::{AdaptLayer, SafetyMargin};
+///
+/// let layer = AdaptLayer::builder()
+///     .safety_margin(SafetyMargin::Fraction(0.05))
+///     .max_wait(Duration::from_secs(10))
+///     .spread(true)
+///     .build()?;
+/// # let _ = layer;
+/// # Ok::<(), ratewise_adapt::ConfigError>(())
+/// ```
+#[derive(Clone)]
+#[must_use]
+pub struct AdaptConfig {
+    pub(crate) key_fn: Arc<dyn KeyFn>,
+    pub(crate) safety_margin: SafetyMargin,
+    pub(crate) spread: bool,
+    pub(crate) slow_start: u32,
+    pub(crate) max_wait: Duration,
+    pub(crate) header_less: bool,
+    pub(crate) keyed: KeyedStateConfig,
+    pub(crate) unknown_reset: Duration,
+}
+
+impl fmt::Debug for AdaptConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdaptConfig")
+            .field("safety_margin", &self.safety_margin)
+            .field("spread", &self.spread)
+            .field("slow_start", &self.slow_start)
+            .field("max_wait", &self.max_wait)
+            .field("header_less", &self.header_less)
+            .field("keyed", &self.keyed)
+            .field("unknown_reset", &self.unknown_reset)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for AdaptConfig {
+    fn default() -> Self {
+        AdaptConfig::new()
+    }
+}
+
+impl AdaptConfig {
+    /// The defaults: key by host and route bucket (with an empty [`RouteTable`], so by host),
+    /// margin `Count(0)`, no spreading, slow start of 1 request, `max_wait` 60 s, header-less
+    /// CUBIC mode on, at most 10 000 keys idle-evicted after 10 minutes.
+    pub fn new() -> Self {
+        AdaptConfig {
+            key_fn: Arc::new(ByHostAndRoute::new(RouteTable::default())),
+            safety_margin: SafetyMargin::default(),
+            spread: false,
+            slow_start: 1,
+            max_wait: Duration::from_secs(60),
+            header_less: true,
+            keyed: KeyedStateConfig::new(),
+            unknown_reset: Duration::from_secs(1),
+        }
+    }
+
+    /// How requests are grouped into keys (default: by host and route bucket). The server-declared bucket
+    /// (Discord `X-RateLimit-Bucket`, GitHub `x-ratelimit-resource`) further merges keys that
+    /// the server says share a quota.
+    pub fn key_fn(mut self, key_fn: impl KeyFn) -> Self {
+        self.key_fn = Arc::new(key_fn);
+        self
+    }
+
+    /// The part of each window's quota left unused (default `Count(0)`).
+    pub fn safety_margin(mut self, margin: SafetyMargin) -> Self {
+        self.safety_margin = margin;
+        self
+    }
+
+    /// Pace the remaining budget evenly until the reset instead of sending it at once and then
+    /// waiting (default: off).
+    pub fn spread(mut self, spread: bool) -> Self {
+        self.spread = spread;
+        self
+    }
+
+    /// Requests in flight for a key the server has not described yet (and while re-learning a
+    /// window after its reset) (default 1). Must be at least 1.
+    pub fn slow_start(mut self, in_flight: u32) -> Self {
+        self.slow_start = in_flight;
+        self
+    }
+
+    /// The longest a request waits in this layer (default 60 s); a longer wait fails fast with
+    /// [`AdaptWaitTooLong`](crate::AdaptWaitTooLong). Must be non-zero.
+    pub fn max_wait(mut self, max_wait: Duration) -> Self {
+        self.max_wait = max_wait;
+        self
+    }
+
+    /// Learn a rate from throttles alone (the AWS SDK adaptive algorithm, per key) for keys
+    /// whose server sends no rate-limit headers (default: on).
+    pub fn header_less(mut self, enabled: bool) -> Self {
+        self.header_less = enabled;
+        self
+    }
+
+    /// Bounds on the per-key state (default 10 000 keys, idle for 10 minutes).
+    pub fn keyed_state(mut self, keyed: KeyedStateConfig) -> Self {
+        self.keyed = keyed;
+        self
+    }
+
+    /// How long a learned exhausted policy whose server gave no reset time blocks its key
+    /// (default 1 s); then one request probes. Must be non-zero.
+    pub fn unknown_reset(mut self, after: Duration) -> Self {
+        self.unknown_reset = after;
+        self
+    }
+
+    /// Checks the settings and makes the layer.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] for a fraction outside `[0, 1)` or not finite, a zero `slow_start`, a
+    /// zero `max_wait` or `unknown_reset`, or an invalid [`KeyedStateConfig`].
+    pub fn build(self) -> Result<AdaptLayer, ConfigError> {
+        if let SafetyMargin::Fraction(fraction) = self.safety_margin
+            && !(fraction.is_finite() && (0.0..1.0).contains(&fraction))
+        {
+            return Err(ConfigError::InvalidFraction(fraction));
+        }
+        if self.slow_start == 0 {
+            return Err(ConfigError::ZeroSlowStart);
+        }
+        if self.max_wait.is_zero() {
+            return Err(ConfigError::ZeroMaxWait);
+        }
+        if self.unknown_reset.is_zero() {
+            return Err(ConfigError::ZeroUnknownReset);
+        }
+        AdaptLayer::from_config(self)
+    }
+}
+
+/// An [`AdaptConfig`] that cannot work.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// `SafetyMargin::Fraction` outside `[0, 1)` or not finite.
+    InvalidFraction(f64),
+    /// `slow_start` was 0: no request could ever be sent to a new key.
+    ZeroSlowStart,
+    /// `max_wait` was zero.
+    ZeroMaxWait,
+    /// `unknown_reset` was zero.
+    ZeroUnknownReset,
+    /// The keyed-state bounds were invalid.
+    KeyedState(ratewise_core::KeyedStateError),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::InvalidFraction(fraction) => {
+                write!(f, "safety margin fraction {fraction} is not in [0, 1)")
+            }
+            ConfigError::ZeroSlowStart => f.pad("slow_start must be at least 1"),
+            ConfigError::ZeroMaxWait => f.pad("max_wait must be non-zero"),
+            ConfigError::ZeroUnknownReset => f.pad("unknown_reset must be non-zero"),
+            ConfigError::KeyedState(err) => write!(f, "invalid keyed state bounds: {err}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConfigError::KeyedState(err) => Some(err),
+            _ => None,
+        }
+    }
+}

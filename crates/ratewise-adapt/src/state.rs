@@ -1,0 +1,783 @@
+//! Per-key state: learned policies, in-flight accounting, cooldowns and the CUBIC limiter.
+//!
+//! # The accounting model
+//!
+//! Every reservation gets a sequence number from its key. A response to the request with
+//! sequence `s` that says "remaining `r`" means: after the server counted this request, `r` were
+//! left. Requests reserved *before* `s` reached the server before it (requests are sent in
+//! reservation order), so they are already in `r`; requests reserved *after* `s` may not be. The
+//! budget left for new requests is therefore `r - (reservations after s)`, and every new
+//! reservation takes one from it. Only the freshest response (highest `s`) updates the
+//! estimate, so a late response of an old request cannot undo newer information. This counts
+//! every request in flight exactly once: 16 tasks that see `remaining = 5` send 5.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use ratewise_core::{Key, KeyedState, metric_names};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::config::AdaptConfig;
+use crate::cubic::AdaptiveRate;
+use crate::observe::{MAX_POLICIES, Observation};
+
+/// Longest cooldown stored from a server's value; callers fail fast long before (`max_wait`).
+const MAX_COOLDOWN: Duration = Duration::from_secs(24 * 3600);
+/// Longest reset stored from a server's value.
+const MAX_RESET: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The state shared by an [`AdaptLayer`](crate::AdaptLayer), its clones and its services.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: AdaptConfig,
+    pub(crate) routes: KeyedState<KeyState>,
+    pub(crate) buckets: KeyedState<KeyState>,
+    epoch: Instant,
+    wall_epoch: SystemTime,
+    /// Nanoseconds after `epoch` until which every key cools down (0: none).
+    global_until: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn new(config: AdaptConfig) -> Result<Self, ratewise_core::KeyedStateError> {
+        Ok(Shared {
+            routes: KeyedState::new(config.keyed)?,
+            buckets: KeyedState::new(config.keyed)?,
+            config,
+            epoch: Instant::now(),
+            wall_epoch: SystemTime::now(),
+            global_until: AtomicU64::new(0),
+        })
+    }
+
+    /// The wall-clock time of `now`, advancing with tokio's clock (so a paused test clock and
+    /// a server simulated on it agree on `Date` arithmetic).
+    pub(crate) fn wall_clock(&self, now: Instant) -> SystemTime {
+        self.wall_epoch + now.saturating_duration_since(self.epoch)
+    }
+
+    fn seconds(&self, now: Instant) -> f64 {
+        now.saturating_duration_since(self.epoch).as_secs_f64()
+    }
+
+    fn global_until(&self) -> Option<Instant> {
+        match self.global_until.load(Ordering::Acquire) {
+            0 => None,
+            nanos => Some(self.epoch + Duration::from_nanos(nanos)),
+        }
+    }
+
+    fn extend_global(&self, until: Instant) {
+        let nanos = u64::try_from(until.saturating_duration_since(self.epoch).as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        self.global_until.fetch_max(nanos, Ordering::AcqRel);
+    }
+}
+
+/// Why a request waits (the `reason` label of the wait histogram).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WaitReason {
+    Cooldown,
+    Exhausted,
+    Spread,
+    SlowStart,
+    Cubic,
+}
+
+impl WaitReason {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            WaitReason::Cooldown => "cooldown",
+            WaitReason::Exhausted => "exhausted",
+            WaitReason::Spread => "spread",
+            WaitReason::SlowStart => "slow_start",
+            WaitReason::Cubic => "cubic",
+        }
+    }
+}
+
+/// A request may not go yet: retry at `until`, or when the key changes (`None`: only then).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Wait {
+    pub(crate) until: Option<Instant>,
+    pub(crate) reason: WaitReason,
+}
+
+/// The state of one key (a route key, or a server-declared bucket several routes share).
+#[derive(Debug)]
+pub(crate) struct KeyState {
+    key: Key,
+    /// The host part of bucket keys made from this route key.
+    namespace: Box<str>,
+    inner: Mutex<Inner>,
+    notify: Arc<Notify>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Slot {
+    id: u64,
+    limit: Option<u64>,
+    window: Option<Duration>,
+    /// Requests that may still be sent in this window (may go negative).
+    available: i64,
+    known_remaining: bool,
+    reset_at: Option<Instant>,
+    /// Sequence number of the reservation whose response set `available`.
+    info_seq: u64,
+    counts_requests: bool,
+    /// The reset passed when the key's sequence was at this value: the slot is being
+    /// re-learned from the responses of later requests.
+    expired_at_seq: Option<u64>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// The bucket the server declared for this route: (hash of its name, its state).
+    alias: Option<(u64, Arc<KeyState>)>,
+    seq: u64,
+    in_flight: u32,
+    responses: u64,
+    waiters: u32,
+    slots: [Slot; MAX_POLICIES],
+    slot_count: usize,
+    cooldown_until: Option<Instant>,
+    spread_next: Option<Instant>,
+    adaptive: AdaptiveRate,
+    /// Last learned rate published as a gauge, in half-second steps of the clock.
+    rate_published_at: f64,
+}
+
+/// A snapshot of one learned policy (see [`KeySnapshot`](crate::KeySnapshot)).
+pub(crate) struct SlotView {
+    pub(crate) limit: Option<u64>,
+    pub(crate) remaining: Option<i64>,
+    pub(crate) reset_in: Option<Duration>,
+    pub(crate) window: Option<Duration>,
+}
+
+impl KeyState {
+    pub(crate) fn new(key: Key, namespace: &str, shared: &Shared) -> Self {
+        KeyState {
+            key,
+            namespace: namespace.into(),
+            inner: Mutex::new(Inner {
+                alias: None,
+                seq: 0,
+                in_flight: 0,
+                responses: 0,
+                waiters: 0,
+                slots: [Slot::default(); MAX_POLICIES],
+                slot_count: 0,
+                cooldown_until: None,
+                spread_next: None,
+                adaptive: AdaptiveRate::new(shared.seconds(Instant::now())),
+                rate_published_at: f64::NEG_INFINITY,
+            }),
+            notify: Arc::new(Notify::new()),
+        }
+    }
+
+    pub(crate) fn key(&self) -> &Key {
+        &self.key
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // The state is plain counters; a panic elsewhere cannot leave it unusable.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The state requests of this route count against: the server-declared bucket once known.
+    pub(crate) fn resolve(self: &Arc<Self>) -> Arc<KeyState> {
+        match &self.lock().alias {
+            Some((_, bucket)) => Arc::clone(bucket),
+            None => Arc::clone(self),
+        }
+    }
+
+    pub(crate) fn notified(&self) -> tokio::sync::futures::OwnedNotified {
+        Arc::clone(&self.notify).notified_owned()
+    }
+
+    pub(crate) fn add_waiter(&self, delta: i32) {
+        let mut inner = self.lock();
+        inner.waiters = inner.waiters.saturating_add_signed(delta);
+    }
+
+    fn wake(&self, waiters: u32) {
+        if waiters > 0 {
+            self.notify.notify_waiters();
+        }
+    }
+
+    /// Reserves a request now, or says how long to wait.
+    pub(crate) fn try_reserve(&self, shared: &Shared, now: Instant) -> Result<u64, Wait> {
+        if let Some(until) = shared.global_until()
+            && now < until
+        {
+            return Err(Wait {
+                until: Some(until),
+                reason: WaitReason::Cooldown,
+            });
+        }
+        let config = &shared.config;
+        let mut inner = self.lock();
+        if let Some(until) = inner.cooldown_until {
+            if now < until {
+                return Err(Wait {
+                    until: Some(until),
+                    reason: WaitReason::Cooldown,
+                });
+            }
+            inner.cooldown_until = None;
+            tracing::debug!(key = %self.key, "adapt: cooldown left");
+        }
+        let seq = inner.seq;
+        let mut relearning = inner.responses == 0;
+        let mut exhausted_until: Option<Instant> = None;
+        let mut spread_interval: Option<Duration> = None;
+        for slot in inner.slots_mut() {
+            if slot.expired_at_seq.is_none() && slot.reset_at.is_some_and(|reset| now >= reset) {
+                slot.expired_at_seq = Some(seq);
+            }
+            if slot.expired_at_seq.is_some() {
+                relearning = true;
+                continue;
+            }
+            if !slot.known_remaining {
+                continue;
+            }
+            let margin = if slot.counts_requests {
+                config.safety_margin.requests(slot.limit)
+            } else {
+                0
+            };
+            if slot.available <= margin {
+                // A reset is always known for an exhausted slot (see `apply`).
+                let until = slot.reset_at.unwrap_or(now);
+                exhausted_until = Some(exhausted_until.map_or(until, |u| u.max(until)));
+            } else if config.spread
+                && slot.counts_requests
+                && let Some(reset) = slot.reset_at
+            {
+                let budget = u32::try_from(slot.available - margin).unwrap_or(u32::MAX);
+                let interval = reset.saturating_duration_since(now) / budget;
+                spread_interval = Some(spread_interval.map_or(interval, |i| i.max(interval)));
+            }
+        }
+        if let Some(until) = exhausted_until {
+            return Err(Wait {
+                until: Some(until),
+                reason: WaitReason::Exhausted,
+            });
+        }
+        if relearning && inner.in_flight >= config.slow_start {
+            return Err(Wait {
+                until: None,
+                reason: WaitReason::SlowStart,
+            });
+        }
+        let seconds = shared.seconds(now);
+        if config.header_less && inner.slot_count == 0 {
+            let wait = inner.adaptive.wait(seconds);
+            if wait > 0.0 {
+                // At least a microsecond, so that a wait never rounds down to a busy loop.
+                let wait = Duration::from_secs_f64(wait).max(Duration::from_micros(1));
+                return Err(Wait {
+                    until: Some(now + wait),
+                    reason: WaitReason::Cubic,
+                });
+            }
+        }
+        if let Some(next) = inner.spread_next
+            && spread_interval.is_some()
+            && now < next
+        {
+            return Err(Wait {
+                until: Some(next),
+                reason: WaitReason::Spread,
+            });
+        }
+        // Commit.
+        inner.seq += 1;
+        inner.in_flight += 1;
+        for slot in inner.slots_mut() {
+            if slot.counts_requests && slot.expired_at_seq.is_none() {
+                slot.available = slot.available.saturating_sub(1);
+            }
+        }
+        if config.header_less && inner.slot_count == 0 {
+            inner.adaptive.take(seconds);
+        }
+        inner.spread_next = spread_interval.map(|interval| now + interval);
+        Ok(inner.seq)
+    }
+
+    /// Releases a reservation whose request got no response (cancelled or failed).
+    ///
+    /// A cancelled request gives its unit back: it most likely never reached the server. A
+    /// failed one (`sent`) keeps it spent, since the server may have counted it.
+    pub(crate) fn release(&self, seq: u64, sent: bool) {
+        let mut inner = self.lock();
+        inner.in_flight = inner.in_flight.saturating_sub(1);
+        if !sent {
+            for slot in inner.slots_mut() {
+                if slot.counts_requests && slot.expired_at_seq.is_none() && seq > slot.info_seq {
+                    slot.available = slot.available.saturating_add(1);
+                }
+            }
+        }
+        let waiters = inner.waiters;
+        drop(inner);
+        self.wake(waiters);
+    }
+
+    /// Applies a response to the request reserved as `seq` on `reserved_on`.
+    ///
+    /// `self` is the route's state; the observation lands on the bucket the response declares,
+    /// or on the state the request was reserved on.
+    pub(crate) fn complete(
+        self: &Arc<Self>,
+        reserved_on: &Arc<KeyState>,
+        seq: u64,
+        observation: &Observation,
+        bucket_name: Option<&str>,
+        shared: &Shared,
+        now: Instant,
+    ) {
+        reserved_on.release(seq, true);
+        let target = match (observation.bucket, bucket_name) {
+            (Some(bucket), Some(name)) => self.bucket_state(bucket, name, shared),
+            _ => None,
+        };
+        match target {
+            Some(target) => {
+                let same = Arc::ptr_eq(&target, reserved_on);
+                target.apply(observation, seq, same, shared, now);
+            }
+            None => reserved_on.apply(observation, seq, true, shared, now),
+        }
+    }
+
+    /// The state of the server-declared bucket `name` (hash `bucket`), remembered as this
+    /// route's alias so the next requests of the route count against it before they are sent.
+    fn bucket_state(
+        self: &Arc<Self>,
+        bucket: u64,
+        name: &str,
+        shared: &Shared,
+    ) -> Option<Arc<Self>> {
+        let mut inner = self.lock();
+        if let Some((known, state)) = &inner.alias
+            && *known == bucket
+        {
+            return Some(Arc::clone(state));
+        }
+        drop(inner);
+        let key = Key::from(format!("{} bucket:{}", self.namespace, name));
+        let state = shared
+            .buckets
+            .get_or_insert_with(&key, || KeyState::new(key.clone(), &self.namespace, shared));
+        tracing::debug!(route = %self.key, bucket = %key, "adapt: route shares a server-declared bucket");
+        inner = self.lock();
+        inner.alias = Some((bucket, Arc::clone(&state)));
+        let waiters = inner.waiters;
+        drop(inner);
+        // Waiters of the route re-resolve to the bucket.
+        self.wake(waiters);
+        Some(state)
+    }
+
+    /// Learns from one response. `same_state`: `seq` is a sequence number of this state.
+    fn apply(
+        &self,
+        observation: &Observation,
+        seq: u64,
+        same_state: bool,
+        shared: &Shared,
+        now: Instant,
+    ) {
+        let config = &shared.config;
+        let mut inner = self.lock();
+        inner.responses += 1;
+        let current_seq = inner.seq;
+        let in_flight = i64::from(inner.in_flight);
+        // The requests reserved after this one: not counted in the server's remaining yet.
+        let after = if same_state {
+            i64::try_from(current_seq.saturating_sub(seq)).unwrap_or(i64::MAX)
+        } else {
+            in_flight
+        };
+        let info_seq = if same_state { seq } else { current_seq };
+        let mut seed_rate: Option<f64> = None;
+        let mut learned_any = false;
+        let mut overflow = 0usize;
+        for policy in observation.policies() {
+            let index = match inner.slots().iter().position(|slot| slot.id == policy.id) {
+                Some(index) => index,
+                None if inner.slot_count < MAX_POLICIES => {
+                    let index = inner.slot_count;
+                    inner.slots[index] = Slot {
+                        id: policy.id,
+                        ..Slot::default()
+                    };
+                    inner.slot_count += 1;
+                    index
+                }
+                None => {
+                    overflow += 1;
+                    continue;
+                }
+            };
+            let slot = &mut inner.slots[index];
+            let new_slot = slot.info_seq == 0 && !slot.known_remaining && slot.reset_at.is_none();
+            let fresher = !same_state
+                || seq >= slot.info_seq
+                || slot.expired_at_seq.is_some_and(|expired| seq > expired);
+            slot.limit = policy.limit.or(slot.limit);
+            slot.window = policy.window.or(slot.window);
+            slot.counts_requests = policy.counts_requests;
+            if !fresher {
+                continue;
+            }
+            learned_any = true;
+            let was_expired = slot.expired_at_seq.take().is_some();
+            match policy.remaining {
+                Some(remaining) => {
+                    let remaining = i64::try_from(remaining).unwrap_or(i64::MAX);
+                    slot.available = if slot.counts_requests {
+                        remaining.saturating_sub(after)
+                    } else {
+                        remaining
+                    };
+                    slot.known_remaining = true;
+                }
+                None => slot.known_remaining = false,
+            }
+            slot.reset_at = match policy.reset_after {
+                Some(after) => Some(now + after.min(MAX_RESET)),
+                None if slot.known_remaining && slot.available <= 0 => {
+                    Some(now + config.unknown_reset)
+                }
+                None => None,
+            };
+            slot.info_seq = info_seq;
+            if new_slot || was_expired {
+                tracing::debug!(
+                    key = %self.key,
+                    limit = ?slot.limit,
+                    remaining = ?policy.remaining,
+                    reset_in = ?policy.reset_after,
+                    "adapt: state learned"
+                );
+                if let (Some(limit), Some(window)) = (slot.limit, slot.window)
+                    && slot.counts_requests
+                    && !window.is_zero()
+                {
+                    seed_rate = Some(limit as f64 / window.as_secs_f64());
+                }
+            } else {
+                tracing::trace!(
+                    key = %self.key,
+                    limit = ?slot.limit,
+                    remaining = ?policy.remaining,
+                    reset_in = ?policy.reset_after,
+                    "adapt: state updated"
+                );
+            }
+        }
+        if overflow > 0 {
+            tracing::debug!(key = %self.key, ignored = overflow, "adapt: more policies than tracked; extra ones ignored");
+        }
+        // Expired slots that a request sent after the expiry did not mention are gone: the
+        // server stopped describing them (a response without headers is not "unlimited", but a
+        // fresh response without them after the reset is the best information there is).
+        let mentioned = |inner: &Inner, index: usize| {
+            observation
+                .policies()
+                .iter()
+                .any(|policy| policy.id == inner.slots[index].id)
+        };
+        let mut index = 0;
+        while index < inner.slot_count {
+            let stale = inner.slots[index]
+                .expired_at_seq
+                .is_some_and(|expired| !same_state || seq > expired);
+            if stale && !mentioned(&inner, index) {
+                let last = inner.slot_count - 1;
+                inner.slots.swap(index, last);
+                inner.slot_count = last;
+                tracing::debug!(key = %self.key, "adapt: expired policy no longer described; forgotten");
+            } else {
+                index += 1;
+            }
+        }
+        // A refusal without any usable timing on a key with learned policies: the server's
+        // count is spent (GitHub: "remaining 0 and no retry-after: wait until the reset").
+        if observation.rate_limited && observation.cooldown().is_none() && !learned_any {
+            let unknown_reset = now + config.unknown_reset;
+            for slot in inner.slots_mut() {
+                if slot.counts_requests && slot.expired_at_seq.is_none() {
+                    slot.available = slot.available.min(0);
+                    slot.known_remaining = true;
+                    slot.reset_at = Some(slot.reset_at.map_or(unknown_reset, |r| r.max(now)));
+                }
+            }
+        }
+        if let Some(wait) = observation.cooldown() {
+            let wait = wait.min(MAX_COOLDOWN);
+            let until = now + wait;
+            let scope = if observation.global { "global" } else { "key" };
+            if observation.global {
+                shared.extend_global(until);
+            } else {
+                inner.cooldown_until = Some(inner.cooldown_until.map_or(until, |c| c.max(until)));
+            }
+            tracing::info!(key = %self.key, scope, wait = ?wait, "adapt: cooldown entered");
+            metrics::counter!(
+                metric_names::ADAPT_COOLDOWNS_TOTAL,
+                "key" => self.key.to_string(),
+                "scope" => scope
+            )
+            .increment(1);
+        }
+        let seconds = shared.seconds(now);
+        if config.header_less {
+            if let Some(rate) = seed_rate {
+                inner.adaptive.seed(rate, seconds);
+            }
+            if inner.slot_count == 0 {
+                let throttled = observation.rate_limited;
+                let was_enabled = inner.adaptive.is_enabled();
+                let rate = inner.adaptive.on_response(throttled, seconds);
+                if throttled || (was_enabled && seconds - inner.rate_published_at >= 0.5) {
+                    inner.rate_published_at = seconds;
+                    if throttled {
+                        tracing::debug!(key = %self.key, rate, "adapt: throttled; learned rate lowered");
+                    }
+                    metrics::gauge!(metric_names::ADAPT_LEARNED_RATE, "key" => self.key.to_string())
+                        .set(rate);
+                }
+            }
+        }
+        let waiters = inner.waiters;
+        drop(inner);
+        self.wake(waiters);
+    }
+
+    /// The learned CUBIC rate, when the header-less mode is active for this key.
+    pub(crate) fn learned_rate(&self) -> Option<f64> {
+        self.lock().adaptive.rate()
+    }
+
+    pub(crate) fn in_flight(&self) -> u32 {
+        self.lock().in_flight
+    }
+
+    pub(crate) fn cooldown_until(&self) -> Option<Instant> {
+        self.lock().cooldown_until
+    }
+
+    pub(crate) fn slot_views(&self, now: Instant) -> Vec<SlotView> {
+        self.lock()
+            .slots()
+            .iter()
+            .map(|slot| SlotView {
+                limit: slot.limit,
+                remaining: slot.known_remaining.then_some(slot.available),
+                reset_in: slot.reset_at.map(|r| r.saturating_duration_since(now)),
+                window: slot.window,
+            })
+            .collect()
+    }
+}
+
+impl Inner {
+    fn slots(&self) -> &[Slot] {
+        &self.slots[..self.slot_count]
+    }
+
+    fn slots_mut(&mut self) -> &mut [Slot] {
+        &mut self.slots[..self.slot_count]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SafetyMargin;
+    use crate::observe::ObservedPolicy;
+
+    fn shared(config: AdaptConfig) -> Shared {
+        Shared::new(config).unwrap()
+    }
+
+    fn state(shared: &Shared) -> Arc<KeyState> {
+        Arc::new(KeyState::new(Key::new("k"), "host", shared))
+    }
+
+    fn observation(remaining: u64, reset_secs: u64) -> Observation {
+        let mut observation = Observation::default();
+        observation.push(ObservedPolicy {
+            id: ObservedPolicy::id_of(Some("p"), 0),
+            limit: Some(100),
+            remaining: Some(remaining),
+            reset_after: Some(Duration::from_secs(reset_secs)),
+            window: Some(Duration::from_secs(60)),
+            counts_requests: true,
+        });
+        observation
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sixteen_callers_that_see_five_remaining_send_five() {
+        let shared = shared(AdaptConfig::new());
+        let state = state(&shared);
+        let now = Instant::now();
+        // Slow start: one request until the first response.
+        let first = state.try_reserve(&shared, now).unwrap();
+        let wait = state.try_reserve(&shared, now).unwrap_err();
+        assert_eq!(wait.reason, WaitReason::SlowStart);
+        state.complete(&state, first, &observation(5, 30), None, &shared, now);
+        let granted = (0..16)
+            .filter(|_| state.try_reserve(&shared, now).is_ok())
+            .count();
+        assert_eq!(granted, 5);
+        let wait = state.try_reserve(&shared, now).unwrap_err();
+        assert_eq!(wait.reason, WaitReason::Exhausted);
+        assert_eq!(wait.until, Some(now + Duration::from_secs(30)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn responses_count_only_requests_sent_after_them() {
+        let shared = shared(AdaptConfig::new());
+        let state = state(&shared);
+        let now = Instant::now();
+        let first = state.try_reserve(&shared, now).unwrap();
+        state.complete(&state, first, &observation(10, 30), None, &shared, now);
+        let seqs: Vec<u64> = (0..4)
+            .map(|_| state.try_reserve(&shared, now).unwrap())
+            .collect();
+        // The server counted the first two of the four; the later two are still on their way.
+        state.complete(&state, seqs[1], &observation(8, 30), None, &shared, now);
+        // 8 left minus the 2 reserved after seqs[1]: 6 more may go.
+        let granted = (0..10)
+            .filter(|_| state.try_reserve(&shared, now).is_ok())
+            .count();
+        assert_eq!(granted, 6);
+        // A late response of an older request does not raise the budget again.
+        state.complete(&state, seqs[0], &observation(9, 30), None, &shared, now);
+        assert!(state.try_reserve(&shared, now).is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancelled_reservations_give_their_unit_back() {
+        let shared = shared(AdaptConfig::new());
+        let state = state(&shared);
+        let now = Instant::now();
+        let first = state.try_reserve(&shared, now).unwrap();
+        state.complete(&state, first, &observation(2, 30), None, &shared, now);
+        let a = state.try_reserve(&shared, now).unwrap();
+        let _b = state.try_reserve(&shared, now).unwrap();
+        assert!(state.try_reserve(&shared, now).is_err());
+        state.release(a, false);
+        assert_eq!(state.in_flight(), 1);
+        assert!(state.try_reserve(&shared, now).is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn margin_and_reset_expiry_then_probe() {
+        let config = AdaptConfig::new().safety_margin(SafetyMargin::Fraction(0.1));
+        let shared = shared(config);
+        let state = state(&shared);
+        let start = Instant::now();
+        let first = state.try_reserve(&shared, start).unwrap();
+        state.complete(&state, first, &observation(15, 10), None, &shared, start);
+        // Margin ceil(100 * 0.1) = 10: 5 of the 15 may go.
+        let granted: Vec<u64> = (0..20)
+            .filter_map(|_| state.try_reserve(&shared, start).ok())
+            .collect();
+        assert_eq!(granted.len(), 5);
+        for seq in granted {
+            state.release(seq, true);
+        }
+        // After the reset: one probe until a fresh response arrives.
+        let later = start + Duration::from_secs(10);
+        let probe = state.try_reserve(&shared, later).unwrap();
+        assert_eq!(
+            state.try_reserve(&shared, later).unwrap_err().reason,
+            WaitReason::SlowStart
+        );
+        state.complete(&state, probe, &observation(99, 60), None, &shared, later);
+        let granted = (0..100)
+            .filter(|_| state.try_reserve(&shared, later).is_ok())
+            .count();
+        assert_eq!(granted, 99 - 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refusal_cools_the_key_down_but_retry_after_on_success_does_not() {
+        let shared = shared(AdaptConfig::new());
+        let state = state(&shared);
+        let now = Instant::now();
+        let first = state.try_reserve(&shared, now).unwrap();
+        let mut ok = observation(50, 30);
+        ok.retry_after = Some(Duration::from_secs(5));
+        state.complete(&state, first, &ok, None, &shared, now);
+        let second = state.try_reserve(&shared, now).unwrap();
+        let mut refusal = observation(0, 30);
+        refusal.rate_limited = true;
+        refusal.retry_after = Some(Duration::from_secs(7));
+        state.complete(&state, second, &refusal, None, &shared, now);
+        let wait = state.try_reserve(&shared, now).unwrap_err();
+        assert_eq!(wait.reason, WaitReason::Cooldown);
+        assert_eq!(wait.until, Some(now + Duration::from_secs(7)));
+        assert_eq!(state.cooldown_until(), Some(now + Duration::from_secs(7)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn global_refusals_cool_every_key_down() {
+        let shared = shared(AdaptConfig::new());
+        let a = state(&shared);
+        let b = Arc::new(KeyState::new(Key::new("other"), "host", &shared));
+        let now = Instant::now();
+        let seq = a.try_reserve(&shared, now).unwrap();
+        let mut refusal = Observation {
+            rate_limited: true,
+            global: true,
+            retry_after: Some(Duration::from_secs(3)),
+            ..Observation::default()
+        };
+        refusal.policy_count = 0;
+        a.complete(&a, seq, &refusal, None, &shared, now);
+        let wait = b.try_reserve(&shared, now).unwrap_err();
+        assert_eq!(wait.until, Some(now + Duration::from_secs(3)));
+        assert!(b.try_reserve(&shared, now + Duration::from_secs(3)).is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn declared_buckets_are_shared_between_routes() {
+        let shared = shared(AdaptConfig::new());
+        let route_a = state(&shared);
+        let route_b = Arc::new(KeyState::new(Key::new("k2"), "host", &shared));
+        let now = Instant::now();
+        let mut declared = observation(3, 30);
+        declared.bucket = Some(Observation::bucket_id("abcd"));
+        let a = route_a.try_reserve(&shared, now).unwrap();
+        route_a.complete(&route_a, a, &declared, Some("abcd"), &shared, now);
+        let b = route_b.try_reserve(&shared, now).unwrap();
+        route_b.complete(&route_b, b, &declared, Some("abcd"), &shared, now);
+        let bucket = route_a.resolve();
+        assert!(Arc::ptr_eq(&bucket, &route_b.resolve()));
+        assert_eq!(bucket.key().as_str(), "host bucket:abcd");
+        // Three remaining in the shared bucket, whichever route asks.
+        assert!(route_a.resolve().try_reserve(&shared, now).is_ok());
+        assert!(route_b.resolve().try_reserve(&shared, now).is_ok());
+        assert!(route_a.resolve().try_reserve(&shared, now).is_ok());
+        assert!(route_b.resolve().try_reserve(&shared, now).is_err());
+    }
+}

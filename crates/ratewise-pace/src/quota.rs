@@ -25,10 +25,10 @@ const MAX_SPAN_NANOS: u64 = 1 << 62;
 /// ```
 ///
 /// A refused request changes nothing; it could pass `max(tat, now) + c·T − b·T − now` later.
-/// Over any window of length `w`, at most `b + floor(w / T)` units of cost pass, which is what
-/// a server enforcing the same GCRA, a token bucket of `b` refilled at `n / period`, or a
-/// sliding window of `n` per `period` with `b <= n` accepts. A request whose cost exceeds `b`
-/// can never pass.
+/// Over any closed window of length `w`, at most `b + floor(w / T)` units of cost pass: what
+/// a server enforcing the same GCRA (nginx `limit_req` with `burst = b − 1`) or a token bucket
+/// of `b` refilled at `n / period` accepts. With burst 1 it also never exceeds a strict rolling
+/// window of `n` per `period`. A request whose cost exceeds `b` can never pass.
 ///
 /// The default burst is 1: perfectly smooth, one request every `T`.
 ///

@@ -1,11 +1,134 @@
 //! HTTP retry policy for tower: backoff with jitter, `Retry-After` honoured exactly,
 //! idempotency-aware, retry budgets and replayable bodies.
 //!
-//! # Status
+//! # Overview
 //!
-//! This crate is being built (see the project's issue "ratewise-retry"). It will hold
-//! `RetryLayer`, a `tower::retry::Policy` for `http::Request<B>`: full-jitter exponential
-//! backoff, server-directed delays that are never early and never past the request deadline,
-//! retries of idempotent methods only (POST with an `Idempotency-Key`), a retry budget shared
-//! across clones, and a `ReplayBody` that buffers streaming bodies up to a cap.
+//! [`RetryLayer`] wraps any `tower::Service<http::Request<B>>` (a hyper-util client, a
+//! `ServiceBuilder` stack) and retries failed attempts. It is tower's own
+//! `tower::retry::Retry` driven by an HTTP [`RetryPolicy`]:
+//!
+//! - **What is retried**: responses with status 408, 429, 500, 502, 503 or 504, and transport
+//!   errors a [`ClassifyError`] calls safe (the default [`SafeTransportErrors`]: connect
+//!   failures, resets, timeouts). Anything else is returned at once.
+//! - **Only what may be repeated**: GET, HEAD, OPTIONS, PUT, DELETE and TRACE; POST and PATCH
+//!   only with an `Idempotency-Key` header (the name is configurable) or the [`Idempotent`]
+//!   extension. Other requests are not even copied, so they are sent exactly once.
+//! - **How long to wait**: the server's word first — `retry-after-ms`, `Retry-After` (seconds,
+//!   or an HTTP-date read relative to the response's `Date`), and on 429 the draft `RateLimit`
+//!   `t=` — parsed by `ratewise-headers`, rounded up to the millisecond and never shortened (an
+//!   optional positive jitter only lengthens it). Beyond `max_wait` (default: 60 s), or past the request's
+//!   [`Deadline`] (or the layer's default total timeout), the response is returned now instead
+//!   of sleeping in vain. Without a server delay, [`Backoff`]: full jitter (the default), equal,
+//!   decorrelated or none, base 100 ms, multiplier 2, cap 20 s, from an injectable seeded RNG.
+//! - **No retry storms**: a [`RetryBudget`] shared by every clone, Finagle style (default: 20% of
+//!   requests + 10 retries/s) or an AWS-style token quota (500 tokens, cost 5, refund 1). When it is
+//!   spent the last response is returned and `ratewise_retry_budget_exhausted_total` counts it.
+//! - **Bodies**: `B: Clone` bodies (`Full<Bytes>`, `String`, ...) are replayed directly. Wrap a
+//!   streaming body in [`ReplayBody`]: it keeps what it sends up to a cap (default: 64 KiB) so that it
+//!   can be replayed; over the cap it is sent once and not retried.
+//! - **When retrying stops**: the caller gets the last response (not an error); a transport
+//!   error after the last attempt is returned as that error.
+//!
+//! Every retry emits a `tracing` event (target `ratewise_retry`, fields `attempt`, `reason`,
+//! `status`, `error_class`, `delay_ms`, `delay_source`) and the counters of
+//! [`metric_names`](ratewise_core::metric_names) `RETRY_*`.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use http::{Request, Response, StatusCode};
+//! use http_body_util::Full;
+//! use bytes::Bytes;
+//! use ratewise_retry::{Backoff, RetryLayer};
+//! use tower::{ServiceBuilder, ServiceExt};
+//! use std::sync::atomic::{AtomicUsize, Ordering};
+//! use std::sync::Arc;
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), ratewise_retry::BoxError> {
+//! let calls = Arc::new(AtomicUsize::new(0));
+//! let seen = calls.clone();
+//! // A flaky upstream: the first call gets 503 with Retry-After: 2, the next one succeeds.
+//! let upstream = tower::service_fn(move |_request: Request<Full<Bytes>>| {
+//!     let n = seen.fetch_add(1, Ordering::SeqCst);
+//!     async move {
+//!         let status = if n == 0 { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+//!         let response = Response::builder().status(status).header("retry-after", "2");
+//!         Ok::<_, std::io::Error>(response.body(()).expect("a valid response"))
+//!     }
+//! });
+//!
+//! let client = ServiceBuilder::new()
+//!     .layer(
+//!         RetryLayer::builder()
+//!             .max_attempts(3)
+//!             .backoff(Backoff::new().base(Duration::from_millis(50)))
+//!             .build()?,
+//!     )
+//!     .service(upstream);
+//!
+//! let start = tokio::time::Instant::now();
+//! let response = client
+//!     .oneshot(Request::get("https://api.example.com/items").body(Full::new(Bytes::new()))?)
+//!     .await?;
+//! assert_eq!(response.status(), StatusCode::OK);
+//! assert_eq!(calls.load(Ordering::SeqCst), 2);
+//! assert_eq!(start.elapsed(), Duration::from_secs(2)); // exactly what the server asked
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Order
+//!
+//! In a ratewise stack the retry layer sits above the breaker, adaptation and pacing layers,
+//! so that every attempt passes through them again, and below the cache and metrics layers,
+//! so that a logical request is observed once. A per-attempt timeout goes below it (its
+//! `Elapsed` error is classified as a retryable timeout).
+//!
+//! # Design notes
+//!
+//! - **tower's `Retry` serves**: the policy computes the delay (tower's `Backoff` yields a
+//!   `Sleep`, which cannot be combined with `Retry-After`, so the delay math is ours) and
+//!   returns `tokio::time::sleep_until` as the policy future. tower re-drives the inner
+//!   service's readiness on a clone before each retry and drops the failed response (and its
+//!   body, releasing the connection) before the backoff starts. The layer only adds a thin
+//!   error conversion to `BoxError` and a named response future.
+//! - **Budget**: tower's `TpsBudget` is not used; see [`RetryBudget`] for why (tower#857).
+//! - **Allocation**: like every retry layer built on `Policy::clone_request`, each retryable
+//!   request is copied once before it is first sent (the header map is cloned); requests that
+//!   cannot be retried (non-idempotent, `max_attempts` 1) are not copied.
+//! - **Cancellation**: dropping the response future drops the attempt and the request copy;
+//!   nothing else is held.
+//!
+//! # Feature flags
+//!
+//! - `hyper-util`: [`SafeTransportErrors`] also recognises
+//!   `hyper_util::client::legacy::Error::is_connect()` and hyper's canceled and
+//!   incomplete-message errors.
+//!
+//! # Supported Rust versions
+//!
+//! The minimum supported Rust version is the workspace's `rust-version` (1.88).
 #![cfg_attr(docsrs, feature(doc_cfg))]
+#![doc(test(attr(deny(warnings))))]
+
+mod backoff;
+mod budget;
+mod classify;
+pub mod error;
+pub mod future;
+mod layer;
+mod policy;
+mod replay;
+mod service;
+
+pub use backoff::{Backoff, Jitter};
+pub use budget::RetryBudget;
+pub use classify::{ClassifyError, ErrorClass, SafeTransportErrors};
+pub use error::{BoxError, ConfigError};
+pub use layer::{DEFAULT_STATUSES, RetryLayer, RetryLayerBuilder};
+pub use policy::{HttpResponse, Idempotent, RetryPolicy};
+pub use ratewise_core::Deadline;
+pub use replay::{BodyNotReplayable, DEFAULT_REPLAY_CAP, ReplayBody};
+pub use service::Retry;

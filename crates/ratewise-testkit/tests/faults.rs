@@ -201,3 +201,18 @@ async fn dropped_future_before_arrival_leaves_no_trace() {
     assert_eq!(api.count(), 0);
     assert_eq!(status(&api, "/api").await, StatusCode::OK);
 }
+
+#[tokio::test(start_paused = true)]
+async fn dropped_future_during_latency_keeps_the_arrival() {
+    let api = api(EndpointConfig::new("/api")
+        .quota(Quota::fixed_window(1, Duration::from_secs(60)))
+        .latency(Duration::from_secs(5)));
+    let request = Request::get("/api").body(Empty::<Bytes>::new()).unwrap();
+    let cut_short =
+        tokio::time::timeout(Duration::from_secs(1), api.clone().oneshot(request)).await;
+    assert!(cut_short.is_err(), "the answer was still sleeping");
+    // The server saw the request: it is logged and used the quota, like a real API.
+    assert_eq!(api.count(), 1);
+    assert!(api.requests()[0].counted);
+    assert_eq!(status(&api, "/api").await, StatusCode::TOO_MANY_REQUESTS);
+}

@@ -166,3 +166,25 @@ async fn shutdown_stops_accepting_and_drop_stops_too() {
     }
     assert!(refused);
 }
+
+#[tokio::test]
+async fn resets_are_tcp_rst_on_the_wire() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let api = MockApi::new(
+        MockConfig::new()
+            .endpoint(EndpointConfig::new("/api").faults(Faults::new().reset_every(1))),
+    );
+    let server = api.serve().await.unwrap();
+    let mut stream = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    stream
+        .write_all(b"GET /api HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buffer = Vec::new();
+    let read = stream.read_to_end(&mut buffer).await;
+    let error = read.expect_err("no orderly close and no response");
+    assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset);
+    assert!(buffer.is_empty());
+    server.shutdown().await;
+}

@@ -9,7 +9,7 @@ use tower_layer::Layer;
 use crate::batch::service::Batch;
 use crate::error::ConfigError;
 
-/// Configuration of a [`BatchLayer`]; defaults in brackets.
+/// Configuration of a [`BatchLayer`]; defaults in parentheses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BatchConfig {
     pub(crate) max_delay: Duration,
@@ -31,14 +31,14 @@ impl BatchConfig {
         }
     }
 
-    /// Longest time a lookup waits for companions before its batch is sent [5 ms], counted
+    /// Longest time a lookup waits for companions before its batch is sent (default: 5 ms), counted
     /// from the first lookup of the batch.
     pub const fn max_delay(mut self, delay: Duration) -> Self {
         self.max_delay = delay;
         self
     }
 
-    /// Most distinct keys in one upstream request [100]; a full batch is sent at once.
+    /// Most distinct keys in one upstream request (default: 100); a full batch is sent at once.
     pub const fn max_size(mut self, size: usize) -> Self {
         self.max_size = size;
         self

@@ -7,7 +7,7 @@ use http::header::{AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION};
 
 use crate::error::ConfigError;
 
-/// Configuration of a [`CacheLayer`](crate::CacheLayer); defaults in brackets.
+/// Configuration of a [`CacheLayer`](crate::CacheLayer); defaults in parentheses.
 ///
 /// ```
 /// use std::time::Duration;
@@ -58,14 +58,14 @@ impl CacheConfig {
     }
 
     /// Upper bound of the resident bytes of the store (bodies, headers and a fixed overhead
-    /// per entry) [64 MiB]. Eviction (TinyLFU admission, LRU eviction, by `moka`) keeps the
+    /// per entry) (default: 64 MiB). Eviction (TinyLFU admission, LRU eviction, by `moka`) keeps the
     /// total under it.
     pub fn max_bytes(mut self, bytes: u64) -> Self {
         self.max_bytes = bytes;
         self
     }
 
-    /// Largest body stored [4 MiB]. Larger responses are streamed to the caller uncached,
+    /// Largest body stored (default: 4 MiB). Larger responses are streamed to the caller uncached,
     /// never buffered past this size.
     pub fn max_entry_bytes(mut self, bytes: u64) -> Self {
         self.max_entry_bytes = bytes;
@@ -73,7 +73,7 @@ impl CacheConfig {
     }
 
     /// Heuristic freshness (RFC 9111 §4.2.2) for responses without explicit freshness: a
-    /// fraction of the time since `Last-Modified` (browsers use 0.1). [`None`, off]: such
+    /// fraction of the time since `Last-Modified` (browsers use 0.1). (default: `None`, off): such
     /// responses are stored (when storable) but stale at once, so they are only revalidated or
     /// served stale. Off by default because an API client should not invent freshness the
     /// server did not grant.
@@ -82,8 +82,8 @@ impl CacheConfig {
         self
     }
 
-    /// Request headers that identify the user [`Authorization`, `Proxy-Authorization`,
-    /// `Cookie`]: a request carrying any of them is cached under a SHA-256 digest of their
+    /// Request headers that identify the user (default: `Authorization`,
+    /// `Proxy-Authorization`, `Cookie`): a request carrying any of them is cached under a SHA-256 digest of their
     /// values, so one user's response is never served to another. The raw values are never
     /// kept in the key nor in the stored request.
     pub fn isolation_headers(mut self, headers: impl IntoIterator<Item = HeaderName>) -> Self {
@@ -92,7 +92,7 @@ impl CacheConfig {
     }
 
     /// When a layer below refuses the request (pacing or adaptation wait too long, circuit
-    /// open), serve a stored response that is stale by at most this much [`Some(1 hour)`];
+    /// open), serve a stored response that is stale by at most this much (default: `Some(1 hour)`);
     /// `None` turns it off. Responses with `must-revalidate` or `no-cache` are never served
     /// this way.
     pub fn stale_on_refusal(mut self, max_staleness: Option<Duration>) -> Self {
@@ -101,13 +101,13 @@ impl CacheConfig {
     }
 
     /// Cap applied to the server's `stale-while-revalidate` and `stale-if-error` values
-    /// [1 day], so a hostile or broken header cannot keep stale data alive for years.
+    /// (default: 1 day), so a hostile or broken header cannot keep stale data alive for years.
     pub fn max_stale(mut self, max: Duration) -> Self {
         self.max_stale = max;
         self
     }
 
-    /// Coalesce concurrent identical cacheable requests into one upstream request [`true`].
+    /// Coalesce concurrent identical cacheable requests into one upstream request (default: `true`).
     pub fn coalesce(mut self, coalesce: bool) -> Self {
         self.coalesce = coalesce;
         self

@@ -123,8 +123,7 @@ async fn outage_under_steady_load_with_and_without_the_breaker() {
     // The open interval in force when the upstream recovered.
     let open_at_recovery = opens
         .iter()
-        .filter(|c| c.at - t0 < OUTAGE_UNTIL)
-        .last()
+        .rfind(|c| c.at - t0 < OUTAGE_UNTIL)
         .and_then(|c| c.open_for)
         .unwrap();
 

@@ -188,7 +188,7 @@ fn worker(args: &[String]) {
             .expect("quota");
 
         let mut stdin = BufReader::new(tokio::io::stdin()).lines();
-        let errors = match mode.as_str() {
+        match mode.as_str() {
             "ratewise" => {
                 let limiter = RedisGcra::builder(RedisConnection::single(redis).expect("redis"))
                     .prefix("ratewise-multiprocess")
@@ -236,8 +236,7 @@ fn worker(args: &[String]) {
                 .await
             }
             other => panic!("unknown mode {other}"),
-        };
-        errors
+        }
     });
     println!("errors={errors}");
 }

@@ -13,6 +13,8 @@ use crate::value::{
 
 /// Header values longer than this many bytes are ignored unread ([`IgnoreReason::TooLong`]).
 pub const MAX_VALUE_LEN: usize = 8 * 1024;
+/// The lines of one structured field are read up to this many bytes in all.
+const MAX_FIELD_LEN: usize = 4 * MAX_VALUE_LEN;
 /// At most this many policies are kept per response ([`IgnoreReason::TooManyPolicies`]).
 pub const MAX_POLICIES: usize = 64;
 /// At most this many [`Ignored`] notes are kept per response.
@@ -669,7 +671,7 @@ impl Context<'_> {
         let Some(text) = self.text(line) else { return };
         match parse_decimal(text) {
             Ok(decimal) => {
-                self.out.age = Some(decimal.as_secs());
+                self.out.age = Some(self.clamp(line.0, decimal.as_secs()));
                 self.cached = self.parser.honor_age && self.out.is_cached();
             }
             Err(error) => self.number_error(line.0, error),
@@ -714,15 +716,27 @@ impl Context<'_> {
 
     // ---- IETF ----------------------------------------------------------------------------
 
-    /// The lines of one SF List field, strict (joined, as RFC 9651 combines field lines) then
-    /// lenient per line.
-    fn sf_list(&mut self, lines: &[Line<'_>]) -> Vec<SfEntry> {
-        let mut texts: Vec<&str> = Vec::with_capacity(lines.len());
+    /// The texts of a field's lines, up to [`MAX_FIELD_LEN`] bytes in all.
+    fn texts<'v>(&mut self, lines: &[Line<'v>]) -> Vec<&'v str> {
+        let mut texts = Vec::with_capacity(lines.len());
+        let mut total = 0;
         for line in lines {
             if let Some(text) = self.text(*line) {
+                total += text.len() + 2;
+                if total > MAX_FIELD_LEN {
+                    self.note(line.0, IgnoreReason::TooLong);
+                    break;
+                }
                 texts.push(text);
             }
         }
+        texts
+    }
+
+    /// The lines of one SF List field, strict (joined, as RFC 9651 combines field lines) then
+    /// lenient per line.
+    fn sf_list(&mut self, lines: &[Line<'_>]) -> Vec<SfEntry> {
+        let texts = self.texts(lines);
         let joined = texts.join(", ");
         if let Some(entries) = sf::strict_list(&joined) {
             return entries;
@@ -738,12 +752,7 @@ impl Context<'_> {
 
     /// `RateLimit`: an SF List (draft-08+), else the draft-07 Dictionary, else lenient.
     fn sf_ratelimit(&mut self, lines: &[Line<'_>]) -> (Vec<SfEntry>, Option<Draft7>) {
-        let mut texts: Vec<&str> = Vec::with_capacity(lines.len());
-        for line in lines {
-            if let Some(text) = self.text(*line) {
-                texts.push(text);
-            }
-        }
+        let texts = self.texts(lines);
         let joined = texts.join(", ");
         if let Some(entries) = sf::strict_list(&joined) {
             return (entries, None);

@@ -515,6 +515,7 @@ impl MockApi {
                     index: i,
                     window: quota.header_window(),
                     status: state.status(quota, now_ns),
+                    hidden: quota.hidden,
                 })
                 .collect()
         };
@@ -523,6 +524,7 @@ impl MockApi {
                             refusal: Option<RefusalInfo>| {
             let quota_views: Vec<QuotaView<'_>> = list
                 .iter()
+                .filter(|v| !v.hidden)
                 .map(|v| QuotaView {
                     name: &names[v.index],
                     window: v.window,
@@ -622,6 +624,14 @@ impl MockApi {
                 let mut response =
                     json_response(status, "{\"message\": \"injected fault\"}".to_owned(), head);
                 write_limits(&mut response, &list, None);
+                if let Some(after) = faults.retry_after {
+                    write_retry_after(
+                        response.headers_mut(),
+                        crate::RetryAfterFormat::Seconds,
+                        wall_now,
+                        after,
+                    );
+                }
                 return Ok(response);
             }
             None => {}
@@ -739,6 +749,7 @@ struct QuotaStatusView {
     index: usize,
     window: Duration,
     status: crate::quota::QuotaStatus,
+    hidden: bool,
 }
 
 /// The response future of [`MockApi`].

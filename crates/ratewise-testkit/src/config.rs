@@ -236,6 +236,7 @@ pub struct Quota {
     pub(crate) period: Duration,
     pub(crate) algorithm: Algorithm,
     pub(crate) name: Option<String>,
+    pub(crate) hidden: bool,
 }
 
 impl Quota {
@@ -247,6 +248,7 @@ impl Quota {
             period,
             algorithm,
             name: None,
+            hidden: false,
         }
     }
 
@@ -275,6 +277,14 @@ impl Quota {
     /// bucket). Default: generated as `"{limit}-in-{window}s"`.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
+        self
+    }
+
+    /// Enforce this quota without reporting it in any header, like GitHub's secondary limits:
+    /// a refusal by a hidden quota carries `Retry-After` while the headers may still show
+    /// `remaining > 0`.
+    pub fn hidden(mut self) -> Self {
+        self.hidden = true;
         self
     }
 
@@ -377,6 +387,7 @@ pub struct Faults {
     pub(crate) random: Vec<(f64, FaultKind)>,
     pub(crate) every: Vec<(u64, FaultKind)>,
     pub(crate) seed: u64,
+    pub(crate) retry_after: Option<Duration>,
 }
 
 /// What an injected fault does.
@@ -417,6 +428,13 @@ impl Faults {
     /// Resets the connection on every `n`-th admitted request.
     pub fn reset_every(mut self, n: u64) -> Self {
         self.every.push((n.max(1), FaultKind::Reset));
+        self
+    }
+
+    /// Send `Retry-After` (whole seconds, rounded up) on injected error statuses, as a server
+    /// shedding load with 503 would.
+    pub fn retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
         self
     }
 

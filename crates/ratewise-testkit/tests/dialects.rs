@@ -320,3 +320,20 @@ async fn retry_after_as_http_date_and_omitted() {
     let retry_at = httpdate::parse_http_date(header(&refused, "retry-after")).unwrap();
     assert_eq!(retry_at, UNIX_EPOCH + Duration::from_secs(START + 5));
 }
+
+#[tokio::test(start_paused = true)]
+async fn hidden_quota_refuses_with_remaining_above_zero_like_github_secondary_limits() {
+    let api = api(EndpointConfig::new("/api")
+        .quota(Quota::fixed_window(5000, Duration::from_secs(3600)))
+        .quota(Quota::sliding_log(2, Duration::from_secs(60)).hidden())
+        .dialect(Dialect::GitHub)
+        .limited_status(StatusCode::FORBIDDEN));
+    get(&api, "/api").await;
+    at_ms(&api, 1_000).await;
+    get(&api, "/api").await;
+    let refused = get(&api, "/api").await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert_eq!(header_u64(&refused, "x-ratelimit-remaining"), 4998);
+    assert_eq!(header_u64(&refused, "x-ratelimit-limit"), 5000);
+    assert_eq!(header_u64(&refused, "retry-after"), 59);
+}

@@ -216,3 +216,15 @@ async fn dropped_future_during_latency_keeps_the_arrival() {
     assert!(api.requests()[0].counted);
     assert_eq!(status(&api, "/api").await, StatusCode::TOO_MANY_REQUESTS);
 }
+
+#[tokio::test(start_paused = true)]
+async fn injected_errors_can_carry_retry_after() {
+    let api = api(EndpointConfig::new("/api").faults(
+        Faults::new()
+            .error_every(1, StatusCode::SERVICE_UNAVAILABLE)
+            .retry_after(Duration::from_millis(2_500)),
+    ));
+    let response = get(&api, "/api").await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(header_u64(&response, "retry-after"), 3);
+}

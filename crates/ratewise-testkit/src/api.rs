@@ -106,6 +106,15 @@ struct EndpointState {
     admitted: u64,
 }
 
+/// When a request arrived, in the clocks the answer needs.
+#[derive(Clone, Copy)]
+struct Arrival {
+    head: bool,
+    now_ns: u64,
+    since_start: Duration,
+    wall_now: SystemTime,
+}
+
 /// The decided answer, before the latency.
 struct Plan {
     result: Result<Response<Full<Bytes>>, ConnectionReset>,
@@ -293,12 +302,8 @@ fn write_cache_headers(headers: &mut HeaderMap, cache: &CacheHeaders, validators
 }
 
 impl MockApi {
-    /// Creates the mock; `t0` is `tokio::time::Instant::now()`.
-    ///
-    /// # Panics
-    ///
-    /// Outside a tokio runtime with the time driver only if tokio's `Instant::now` does (it
-    /// does not; it falls back to the std clock).
+    /// Creates the mock; `t0` is `tokio::time::Instant::now()` (create it inside the runtime
+    /// whose clock the test controls, e.g. after `start_paused = true`).
     pub fn new(config: MockConfig) -> Self {
         let names = config
             .endpoints
@@ -433,10 +438,12 @@ impl MockApi {
                     &mut state.shared,
                     &mut entry,
                     headers,
-                    head,
-                    now_ns,
-                    since_start,
-                    wall_now,
+                    Arrival {
+                        head,
+                        now_ns,
+                        since_start,
+                        wall_now,
+                    },
                 );
                 Plan { result, latency }
             }
@@ -463,7 +470,6 @@ impl MockApi {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn answer(
         &self,
         index: usize,
@@ -471,11 +477,14 @@ impl MockApi {
         shared: &mut [QuotaState],
         entry: &mut LoggedRequest,
         headers: &HeaderMap,
-        head: bool,
-        now_ns: u64,
-        since_start: Duration,
-        wall_now: SystemTime,
+        arrival: Arrival,
     ) -> Result<Response<Full<Bytes>>, ConnectionReset> {
+        let Arrival {
+            head,
+            now_ns,
+            since_start,
+            wall_now,
+        } = arrival;
         let config = &self.inner.config;
         let endpoint = &config.endpoints[index];
         let names = &self.inner.names[index];

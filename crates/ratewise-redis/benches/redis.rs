@@ -107,7 +107,11 @@ fn main() {
         .build()
         .expect("limiter");
     let mut seed = rt
-        .block_on(redis::Client::open(URL).expect("url").get_multiplexed_async_connection())
+        .block_on(
+            redis::Client::open(URL)
+                .expect("url")
+                .get_multiplexed_async_connection(),
+        )
         .expect("seed connection");
     let key = Key::new("acquire");
 
@@ -150,11 +154,18 @@ fn main() {
         for _ in 0..N {
             seed_acquire(&mut seed, "bench-seed").await;
         }
-        (gcra_trips, window_trips, SEED_ROUND_TRIPS.load(Ordering::Relaxed) - before)
+        (
+            gcra_trips,
+            window_trips,
+            SEED_ROUND_TRIPS.load(Ordering::Relaxed) - before,
+        )
     });
     println!("round trips per acquire ({N} acquires at up to {LIMIT}/s):");
     println!("  redis_gcra           {:.3}", gcra_trips as f64 / N as f64);
-    println!("  redis_sliding_window {:.3}", window_trips as f64 / N as f64);
+    println!(
+        "  redis_sliding_window {:.3}",
+        window_trips as f64 / N as f64
+    );
     println!("  seed_zset_pipeline   {:.3}", seed_trips as f64 / N as f64);
     criterion.final_summary();
 }

@@ -17,9 +17,11 @@ pub enum FailurePolicy {
     /// Pace locally at `rate / expected_workers` (and `burst / expected_workers`, at least 1)
     /// per key: each of the `expected_workers` processes sharing the quota takes its share, so
     /// a Redis outage neither stops the work nor turns into a burst of 429s upstream. The
-    /// default, with `expected_workers = 1`... set it to your number of workers.
+    /// default, with `expected_workers: 1`: set it to the number of processes you run.
     ///
-    /// Admissions made locally are not written back to Redis when it returns.
+    /// Admissions made locally are not written back to Redis when it returns (expect up to one
+    /// extra burst per worker at the switch). A cost above this process's share of the burst
+    /// is clamped to that share, so a request the quota allows is never refused forever.
     FallbackLocal {
         /// How many processes share the quota (at least 1).
         expected_workers: u32,

@@ -51,6 +51,7 @@ pin_project_lite::pin_project! {
             key: Key,
             deadline: Option<Deadline>,
             started: Instant,
+            notify_since: Option<Instant>,
             reason: WaitReason,
             waiter: Option<WaiterGuard>,
             #[pin]
@@ -120,6 +121,7 @@ impl<F, S, Req> ResponseFuture<F, S, Req> {
                 key,
                 deadline,
                 started,
+                notify_since: None,
                 reason: wait.reason,
                 waiter: None,
                 sleep: None,
@@ -149,6 +151,7 @@ where
                     key,
                     deadline,
                     started,
+                    notify_since,
                     reason,
                     waiter,
                     mut sleep,
@@ -189,8 +192,17 @@ where
                         }
                         Err(wait) => {
                             *reason = wait.reason;
+                            // Each wait the server imposes (a cooldown, a reset) is capped by
+                            // max_wait from now; a wait for a response (slow start) by max_wait
+                            // from when it began. The deadline caps everything.
                             let max_wait = this.shared.config.max_wait;
-                            let mut limit = *started + max_wait;
+                            let mut limit = match wait.until {
+                                Some(_) => {
+                                    *notify_since = None;
+                                    now + max_wait
+                                }
+                                None => *notify_since.get_or_insert(now) + max_wait,
+                            };
                             if let Some(deadline) = deadline {
                                 limit = limit.min(deadline.instant());
                             }

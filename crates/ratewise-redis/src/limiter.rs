@@ -502,7 +502,7 @@ fn allowed(source: DecisionSource, remaining: u64) -> RedisDecision {
 }
 
 /// Reads `{allowed, retry_after_us, remaining, reason}`. Never panics on a strange reply.
-fn parse_decision(reply: Value) -> Result<RedisDecision, CallError> {
+pub(crate) fn parse_decision(reply: Value) -> Result<RedisDecision, CallError> {
     let (allowed, retry_after_us, remaining, reason): (i64, String, i64, String) =
         redis::from_redis_value(reply).map_err(|error| CallError::Reply(error.to_string()))?;
     let retry_after_us: f64 = retry_after_us

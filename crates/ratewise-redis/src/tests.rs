@@ -264,3 +264,64 @@ fn noscript_after_script_flush_mid_run_reloads_and_keeps_the_state() {
     );
     assert!(!engine.is_degraded());
 }
+
+#[test]
+fn traits() {
+    fn assert_send_sync_clone<T: Send + Sync + Clone + 'static>() {}
+    fn assert_send<T: Send + 'static>() {}
+    assert_send_sync_clone::<crate::RedisGcra>();
+    assert_send_sync_clone::<crate::RedisSlidingWindow>();
+    assert_send_sync_clone::<RedisConnection>();
+    assert_send::<crate::future::AcquireFuture>();
+    assert_send::<crate::future::DrainFuture>();
+}
+
+#[test]
+fn replies_from_redis_never_panic_and_waits_are_clamped() {
+    use crate::limiter::{micros_to_duration, parse_decision};
+    use redis::Value;
+
+    assert_eq!(micros_to_duration(f64::NAN), Duration::ZERO);
+    assert_eq!(micros_to_duration(-5.0), Duration::ZERO);
+    assert_eq!(
+        micros_to_duration(0.0001),
+        Duration::from_nanos(1),
+        "rounded up, never early"
+    );
+    assert_eq!(micros_to_duration(1.5), Duration::from_nanos(1_500));
+    assert_eq!(
+        micros_to_duration(f64::INFINITY),
+        Duration::ZERO,
+        "not a number of microseconds"
+    );
+    assert_eq!(
+        micros_to_duration(1e30),
+        Duration::from_secs(365 * 24 * 3600)
+    );
+
+    let bulk = |text: &str| Value::BulkString(text.as_bytes().to_vec());
+    for garbage in [
+        Value::Nil,
+        Value::Int(1),
+        Value::Array(vec![Value::Int(1)]),
+        Value::Array(vec![
+            Value::Int(0),
+            bulk("soon"),
+            Value::Int(0),
+            bulk("quota"),
+        ]),
+    ] {
+        assert!(parse_decision(garbage).is_err());
+    }
+    let decision = parse_decision(Value::Array(vec![
+        Value::Int(0),
+        bulk("2500.25"),
+        Value::Int(-3),
+        bulk("cooldown"),
+    ]))
+    .map_err(|error| error.to_string())
+    .expect("a well-formed reply");
+    assert!(!decision.is_allowed() && decision.is_cooldown());
+    assert_eq!(decision.retry_after(), Duration::from_nanos(2_500_250));
+    assert_eq!(decision.remaining(), 0, "a negative count is clamped");
+}

@@ -3,6 +3,7 @@
 
 use std::any::Any;
 use std::fmt;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -255,7 +256,7 @@ impl RetryPolicy {
         reason: Reason,
         cost: RetryCost,
         server_delay: Option<Duration>,
-    ) -> Option<Sleep> {
+    ) -> Option<Pin<Box<Sleep>>> {
         let shared = &*self.shared;
         let attempts = self.session.attempts;
         if attempts >= shared.max_attempts {
@@ -323,7 +324,7 @@ impl RetryPolicy {
             delay_source = source.label(),
             "retrying"
         );
-        Some(tokio::time::sleep_until(at))
+        Some(Box::pin(tokio::time::sleep_until(at)))
     }
 }
 
@@ -354,13 +355,15 @@ where
     B: Clone + 'static,
     Res: HttpResponse,
 {
-    type Future = Sleep;
+    /// Boxed so that the response future stays small on the path that never retries; the
+    /// allocation happens only when a retry is scheduled.
+    type Future = Pin<Box<Sleep>>;
 
     fn retry(
         &mut self,
         request: &mut Request<B>,
         result: &mut Result<Res, BoxError>,
-    ) -> Option<Sleep> {
+    ) -> Option<Pin<Box<Sleep>>> {
         self.session.attempts = self.session.attempts.saturating_add(1);
         match result {
             Ok(response) => {

@@ -112,8 +112,11 @@ mod config;
 pub mod future;
 mod handle;
 mod layer;
+#[cfg(all(test, loom))]
+mod loom_tests;
 mod service;
 mod state;
+mod sync;
 
 pub use classify::{Classify, DefaultClassifier, Outcome, TowerHttpClassifier};
 pub use config::{ConfigError, JitterSource, SeededJitter, Window};

@@ -7,8 +7,10 @@
 //! never count against the next phase.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crate::sync::{AtomicU64, Mutex, MutexGuard};
 use std::time::Duration;
 
 use metrics::{Counter, Gauge};
@@ -261,12 +263,24 @@ impl KeyState {
     /// Admits a call or refuses it. A closed circuit admits with one atomic load.
     #[inline]
     pub(crate) fn admit(&self) -> Result<Ticket, CircuitOpen> {
+        self.admit_with(Instant::now)
+    }
+
+    /// [`admit`](Self::admit) with the clock read only off the fast path.
+    #[inline]
+    fn admit_with(&self, now: impl FnOnce() -> Instant) -> Result<Ticket, CircuitOpen> {
         let mirror = self.mirror.load(Ordering::Acquire);
         match mirror & 0b111 {
             CLOSED_CODE => Ok(Ticket::Closed { epoch: mirror >> 3 }),
             FORCED_CLOSED_CODE => Ok(Ticket::Untracked),
-            _ => self.admit_at(Instant::now()),
+            _ => self.admit_at(now()),
         }
+    }
+
+    /// The fast path of [`admit`](Self::admit) at a given instant, for the loom models.
+    #[cfg(loom)]
+    pub(crate) fn admit_at_fast(&self, now: Instant) -> Result<Ticket, CircuitOpen> {
+        self.admit_with(|| now)
     }
 
     /// The slow path of [`admit`](Self::admit), at `now`.

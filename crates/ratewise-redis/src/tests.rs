@@ -265,6 +265,76 @@ fn noscript_after_script_flush_mid_run_reloads_and_keeps_the_state() {
     assert!(!engine.is_degraded());
 }
 
+/// The sliding-window rule, as a log per window in integer microseconds.
+#[derive(Debug, Default)]
+struct ModelLog {
+    logs: Vec<std::collections::VecDeque<u64>>,
+}
+
+impl ModelLog {
+    fn acquire(&mut self, now: u64, windows: &[(u32, u64)], cost: u32) -> Result<(), u64> {
+        self.logs.resize(windows.len(), Default::default());
+        let mut wait = 0;
+        for (&(limit, period), log) in windows.iter().zip(&mut self.logs) {
+            while log.front().is_some_and(|&t| t + period <= now) {
+                log.pop_front();
+            }
+            let count = log.len() as u32;
+            if count + cost > limit {
+                let leaving = log[(count + cost - limit - 1) as usize];
+                wait = wait.max(leaving + period - now);
+            }
+        }
+        if wait > 0 {
+            return Err(wait);
+        }
+        for log in &mut self.logs {
+            log.extend(std::iter::repeat_n(now, cost as usize));
+        }
+        Ok(())
+    }
+}
+
+/// The sliding-log script against the model for random arrivals and chained windows.
+#[test]
+fn sliding_log_script_matches_the_model_for_the_same_arrivals() {
+    let rt = runtime();
+    let Some(server) = rt.block_on(support::RedisServer::start("sliding_log_matches")) else {
+        return;
+    };
+    let engine = engine(&rt, Algorithm::SlidingWindow, &server);
+    let config = ProptestConfig {
+        cases: 48,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    let windows_strategy = prop::collection::vec((1u32..=6, 1u64..=500_000), 1..=3);
+    proptest!(config, |(windows in windows_strategy, arrivals in arrivals_strategy())| {
+        let key = unique_key();
+        let quotas: Vec<Quota> = windows
+            .iter()
+            .map(|&(limit, period)| window_quota(limit, period))
+            .collect();
+        let min_limit = windows.iter().map(|w| w.0).min().unwrap_or(1);
+        let mut model = ModelLog::default();
+        let mut now_us = BASE_US;
+        for (gap, cost) in arrivals {
+            now_us += gap;
+            let cost = cost.min(min_limit);
+            let remote = rt
+                .block_on(engine.call(&key, &quotas, cost, Some(now_us as f64)))
+                .map_err(|error| TestCaseError::fail(error.to_string()))?;
+            match model.acquire(now_us, &windows, cost) {
+                Ok(()) => prop_assert!(remote.is_allowed(), "model allows at {now_us}"),
+                Err(wait) => {
+                    prop_assert!(!remote.is_allowed(), "model denies at {now_us}");
+                    prop_assert_eq!(remote.retry_after(), Duration::from_micros(wait));
+                }
+            }
+        }
+    });
+}
+
 #[test]
 fn traits() {
     fn assert_send_sync_clone<T: Send + Sync + Clone + 'static>() {}

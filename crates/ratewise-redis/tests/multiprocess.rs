@@ -1,5 +1,5 @@
 //! 4 OS processes x 8 tasks share one 50 req/s quota through Redis, against a MockApi server
-//! enforcing 50 req/s (GCRA, nginx burst 10), for 20 s: once with `PaceLayer` over `RedisGcra`,
+//! enforcing 50 req/s (GCRA, nginx burst 20), for 20 s: once with `PaceLayer` over `RedisGcra`,
 //! and then with the seed's sorted-set pipeline (the peer, implemented only here, per
 //! B.1 of the reference) on its own Redis keys and its own MockApi. Results side by side.
 //!
@@ -28,23 +28,38 @@ const PROCESSES: usize = 4;
 const TASKS: usize = 8;
 const RATE: u32 = 50;
 const SECONDS: u64 = 20;
-/// The server's tolerance: nginx `burst=10` (11 at once). Our client sends at most 2 at once,
-/// which leaves about 180 ms for scheduling jitter on a loaded 2-core machine.
-const SERVER_BURST: u64 = 10;
-/// Our client's burst: 2 lets a request that wakes a little late keep its slot (with burst 1,
-/// every late wake-up would lose a slot for good).
-const CLIENT_BURST: u32 = 2;
+/// The server's tolerance: nginx `burst=20` (21 at once). Our client sends at most 3 at once,
+/// which leaves about 360 ms for scheduling jitter: on a loaded 2-core machine the MockApi
+/// process itself is starved now and then, and then reads a backlog of requests at once.
+const SERVER_BURST: u64 = 20;
+/// Our client's burst: 3 lets a request that wakes up to 40 ms late keep its slot (with burst
+/// 1, every late wake-up would lose a slot for good).
+const CLIENT_BURST: u32 = 3;
+
+const TEST_NAME: &str = "shared_quota_across_processes";
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--worker") {
         worker(&args[2..]);
-    } else if args.iter().any(|arg| arg == "--list") {
-        // `cargo test -- --list` support: one test.
-        println!("shared_quota_across_processes: test");
-    } else {
-        coordinator();
+        return;
     }
+    // Behave like libtest for the arguments that matter: `--list`, name filters, `--ignored`.
+    if args.iter().any(|arg| arg == "--list") {
+        println!("{TEST_NAME}: test");
+        return;
+    }
+    let filters: Vec<&String> = args[1..]
+        .iter()
+        .filter(|arg| !arg.starts_with('-'))
+        .collect();
+    let filtered_out =
+        !filters.is_empty() && !filters.iter().any(|f| TEST_NAME.contains(f.as_str()));
+    if filtered_out || args.iter().any(|arg| arg == "--ignored") {
+        println!("running 0 tests (1 filtered out)");
+        return;
+    }
+    coordinator();
 }
 
 /// Totals of one scenario, as the server saw them.
@@ -64,7 +79,7 @@ fn coordinator() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let Some(redis) = support::RedisServer::start("shared_quota_across_processes").await
+        let Some(redis) = support::RedisServer::start(TEST_NAME).await
         else {
             return;
         };
@@ -104,7 +119,7 @@ fn coordinator() {
         );
         // The peer's flaw must show: its sliding log admits bursts the server refuses.
         assert!(seed.refused > 0, "the seed's algorithm showed no over-admission: {seed:?}");
-        println!("shared_quota_across_processes ... ok");
+        println!("{TEST_NAME} ... ok");
     });
 }
 

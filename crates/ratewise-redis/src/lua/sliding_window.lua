@@ -59,6 +59,9 @@ if retry_after > 0 then
   return { 0, fmt(retry_after), remaining, 'quota' }
 end
 
+if cost == 0 then
+  return { 1, '0', remaining, 'ok' }
+end
 for i = 1, n do
   local window = tonumber(ARGV[2 * i + 3])
   local key = KEYS[i + 1]

@@ -1,5 +1,6 @@
 //! The configurable [`Parser`] and the dispatch over every dialect.
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -737,8 +738,7 @@ impl Context<'_> {
     /// lenient per line.
     fn sf_list(&mut self, lines: &[Line<'_>]) -> Vec<SfEntry> {
         let texts = self.texts(lines);
-        let joined = texts.join(", ");
-        if let Some(entries) = sf::strict_list(&joined) {
+        if let Some(entries) = sf::strict_list(&joined(&texts)) {
             return entries;
         }
         let header = lines[0].0;
@@ -753,7 +753,7 @@ impl Context<'_> {
     /// `RateLimit`: an SF List (draft-08+), else the draft-07 Dictionary, else lenient.
     fn sf_ratelimit(&mut self, lines: &[Line<'_>]) -> (Vec<SfEntry>, Option<Draft7>) {
         let texts = self.texts(lines);
-        let joined = texts.join(", ");
+        let joined = joined(&texts);
         if let Some(entries) = sf::strict_list(&joined) {
             return (entries, None);
         }
@@ -806,7 +806,7 @@ impl Context<'_> {
         let mut quotas = Vec::new();
         let mut named_quotas: Vec<(SfEntry, bool)> = Vec::new();
         for entry in policy_entries {
-            let header = policy_header.expect("entries come from policy lines");
+            let Some(header) = policy_header else { break };
             if entry.name.is_some() {
                 named_quotas.push((entry, false));
             } else if let Some(number) = entry.number
@@ -858,7 +858,7 @@ impl Context<'_> {
             if used {
                 continue;
             }
-            let header = policy_header.expect("named quotas come from policy lines");
+            let Some(header) = policy_header else { break };
             let mut policy = Policy::new(Dialect::Ietf);
             self.apply_quota(header, &mut policy, quota);
             self.push_policy(header, policy);
@@ -1328,6 +1328,14 @@ impl Context<'_> {
                 }
             };
         }
+    }
+}
+
+/// The lines of a field combined as RFC 9651 says (`, `), without a copy for a single line.
+fn joined<'t>(texts: &[&'t str]) -> Cow<'t, str> {
+    match texts {
+        [single] => Cow::Borrowed(single),
+        _ => Cow::Owned(texts.join(", ")),
     }
 }
 

@@ -380,7 +380,10 @@ fn ietf_units_and_unmatched_items() {
 #[test]
 fn ietf_negative_values_are_ignored() {
     let info = parse_lines(200, &[("RateLimit", r#""a";r=-1;t=-5"#)]);
-    assert!(info.policies().is_empty(), "nothing valid is left: {info:?}");
+    assert!(
+        info.policies().is_empty(),
+        "nothing valid is left: {info:?}"
+    );
     assert!(
         info.ignored()
             .iter()

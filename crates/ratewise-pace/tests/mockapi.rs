@@ -3,6 +3,7 @@
 //!
 //! `MockApi`'s GCRA follows nginx `limit_req`, where `burst` counts the requests *beyond* the
 //! first; our `burst(b)` is the number at once, so `b` here is `b - 1` there.
+#![cfg(not(loom))]
 
 mod support;
 

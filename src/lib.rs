@@ -61,4 +61,40 @@ pub use ratewise_redis as redis;
 #[doc(inline)]
 pub use ratewise_metrics as metrics;
 
-pub use ratewise_core::BoxError;
+mod ext;
+mod stack;
+mod timeouts;
+
+pub use ext::ServiceBuilderExt;
+pub use ratewise_core::{BoxError, Deadline, Key, KeyFn, Refusal, find_refusal};
+pub use stack::{DEFAULT_ATTEMPT_TIMEOUT, StackBuilder, StackError, StackLayer, stack};
+pub use timeouts::{
+    AttemptTimeout, AttemptTimeoutElapsed, AttemptTimeoutLayer, SetDeadline, SetDeadlineLayer,
+    TimeoutFuture, TotalTimeoutElapsed,
+};
+
+/// The names most programs need: the extension trait, the stack builder and every enabled
+/// layer with its refusal errors.
+pub mod prelude {
+    pub use crate::ServiceBuilderExt;
+    pub use crate::{BoxError, Deadline, stack};
+    pub use ratewise_core::{
+        AdaptWaitTooLong, ByHost, ByHostAndRoute, ByRoute, CircuitOpen, Global, Key, KeyFn,
+        PaceWaitTooLong, RouteTable,
+    };
+
+    #[cfg(feature = "adapt")]
+    pub use ratewise_adapt::AdaptLayer;
+    #[cfg(feature = "breaker")]
+    pub use ratewise_breaker::CircuitBreakerLayer;
+    #[cfg(feature = "cache")]
+    pub use ratewise_cache::{BatchLayer, CacheLayer, CacheStatus};
+    #[cfg(feature = "metrics")]
+    pub use ratewise_metrics::MetricsLayer;
+    #[cfg(feature = "pace")]
+    pub use ratewise_pace::{PaceLayer, Priority, Quota, QuotaTable};
+    #[cfg(feature = "redis")]
+    pub use ratewise_redis::{RedisGcra, RedisSlidingWindow};
+    #[cfg(feature = "retry")]
+    pub use ratewise_retry::{Idempotent, RetryLayer};
+}

@@ -142,7 +142,9 @@ impl Parser {
     }
 
     /// Whether rate-limit fields of a cached response (`Age > 0`) are ignored, as the IETF
-    /// draft requires. On by default.
+    /// draft requires. On by default. When off, they are kept with every policy's reset
+    /// shortened by `Age` (they were counted from when the origin sent the response).
+    /// `Retry-After` is kept either way: RFC 9110 counts it from receipt.
     pub const fn honor_age(mut self, honor: bool) -> Self {
         self.honor_age = honor;
         self
@@ -175,6 +177,7 @@ impl Parser {
             parser: self,
             base: received,
             cached: false,
+            kept_age: None,
             out: RateLimitInfo::new(status),
         };
         cx.run(&seen);
@@ -426,6 +429,8 @@ struct Context<'p> {
     /// The server's "now" in Unix nanoseconds: `Date` when valid, else the receive time.
     base: i128,
     cached: bool,
+    /// The `Age` of a cached response whose fields are kept (`honor_age(false)`).
+    kept_age: Option<Duration>,
     out: RateLimitInfo,
 }
 
@@ -531,7 +536,7 @@ impl Context<'_> {
     }
 
     fn count_text(&mut self, header: &HeaderName, text: &str) -> Option<u64> {
-        self.count_of(header, parse_decimal(text))
+        self.count_of(header, parse_number(text))
     }
 
     fn count(&mut self, field: Field<'_>) -> Option<u64> {
@@ -554,7 +559,7 @@ impl Context<'_> {
     fn delta(&mut self, field: Field<'_>) -> Option<Duration> {
         let line = field?;
         let text = self.text(line)?;
-        self.delta_of(line.0, parse_decimal(text))
+        self.delta_of(line.0, parse_number(text))
     }
 
     /// The time from the server's "now" (`Date`, else receipt) until `at`; past times give
@@ -576,7 +581,7 @@ impl Context<'_> {
         text: &str,
         format: ResetFormat,
     ) -> Option<Duration> {
-        match parse_decimal(text) {
+        match parse_number(text) {
             Ok(decimal) => self.reset_number(header, decimal, format),
             Err(ValueError::Negative) => {
                 self.note(header, IgnoreReason::Negative);
@@ -643,6 +648,10 @@ impl Context<'_> {
         {
             return;
         }
+        if let Some(age) = self.kept_age {
+            // A cached response's resets were counted from its generation, Age ago.
+            policy.reset_after = policy.reset_after.map(|reset| reset.saturating_sub(age));
+        }
         if let (Some(limit), Some(remaining)) = (policy.limit, policy.remaining)
             && remaining > limit
         {
@@ -670,10 +679,13 @@ impl Context<'_> {
     fn age(&mut self, field: Field<'_>) {
         let Some(line) = field else { return };
         let Some(text) = self.text(line) else { return };
-        match parse_decimal(text) {
+        match parse_number(text) {
             Ok(decimal) => {
                 self.out.age = Some(self.clamp(line.0, decimal.as_secs()));
-                self.cached = self.parser.honor_age && self.out.is_cached();
+                if self.out.is_cached() {
+                    self.cached = self.parser.honor_age;
+                    self.kept_age = (!self.parser.honor_age).then_some(decimal.as_secs());
+                }
             }
             Err(error) => self.number_error(line.0, error),
         }
@@ -683,7 +695,7 @@ impl Context<'_> {
         if let Some(line) = ms
             && let Some(text) = self.text(line)
         {
-            match parse_decimal(text) {
+            match parse_number(text) {
                 Ok(decimal) => {
                     self.out.retry_after = Some(self.clamp(line.0, decimal.as_millis()));
                     return;
@@ -693,7 +705,7 @@ impl Context<'_> {
         }
         let Some(line) = seconds else { return };
         let Some(text) = self.text(line) else { return };
-        self.out.retry_after = match parse_decimal(text) {
+        self.out.retry_after = match parse_number(text) {
             Ok(decimal) => Some(self.clamp(line.0, decimal.as_secs())),
             Err(ValueError::Negative) => {
                 self.note(line.0, IgnoreReason::Negative);
@@ -1302,7 +1314,7 @@ impl Context<'_> {
             && let Some(retry_after) = self.out.retry_after
             && let Some(line) = x.reset_after
             && let Some(text) = self.text(line)
-            && let Ok(decimal) = parse_decimal(text)
+            && let Ok(decimal) = parse_number(text)
         {
             let reset_after = self.clamp(line.0, decimal.as_secs());
             let floor = retry_after.saturating_sub(Duration::from_secs(1));
@@ -1328,6 +1340,18 @@ impl Context<'_> {
                 }
             };
         }
+    }
+}
+
+/// A number, also from a value a proxy merged from duplicate lines (`5, 5`: the first wins,
+/// as for every single-valued field).
+fn parse_number(text: &str) -> Result<Decimal, ValueError> {
+    match parse_decimal(text) {
+        Err(ValueError::Malformed) => match text.split_once(',') {
+            Some((first, _)) => parse_decimal(first),
+            None => Err(ValueError::Malformed),
+        },
+        result => result,
     }
 }
 

@@ -597,3 +597,26 @@ fn empty_response_has_no_information() {
     assert!(!info.is_rate_limited());
     assert_eq!(info.wait(), None);
 }
+
+#[test]
+fn proxy_merged_duplicate_lines_read_the_first_value() {
+    let info = parse_lines(
+        429,
+        &[
+            ("Retry-After", "30, 30"),
+            ("x-ratelimit-remaining", "0, 0"),
+            ("x-ratelimit-reset", "254, 254"),
+        ],
+    );
+    assert_eq!(info.retry_after(), secs(30));
+    assert_eq!(info.policies()[0].reset_after(), secs(254));
+    // HTTP-dates contain a comma and still parse as dates.
+    let date = parse_lines(
+        429,
+        &[
+            ("Retry-After", "Sun, 06 Nov 1994 08:49:37 GMT"),
+            ("Date", "Sun, 06 Nov 1994 08:49:07 GMT"),
+        ],
+    );
+    assert_eq!(date.retry_after(), secs(30));
+}

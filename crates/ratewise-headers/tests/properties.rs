@@ -206,10 +206,11 @@ proptest! {
         received_secs in any::<u64>(),
         max_secs in prop::sample::select(vec![0u64, 1, 60, 86_400, 31_536_000]),
         lenient in any::<bool>(),
+        honor_age in any::<bool>(),
         override_format in any::<bool>(),
     ) {
         let max = Duration::from_secs(max_secs);
-        let mut parser = Parser::new().max_duration(max).lenient(lenient);
+        let mut parser = Parser::new().max_duration(max).lenient(lenient).honor_age(honor_age);
         if override_format {
             parser = parser
                 .reset_format(HeaderFamily::XRateLimitReset, ResetFormat::EpochMilliseconds)
@@ -218,7 +219,7 @@ proptest! {
         // Receive times from 1970 to far beyond 9999; SystemTime holds any u64 seconds here.
         let received_at = UNIX_EPOCH + Duration::from_secs(received_secs >> 20);
         let info = parser.parse(status, &header_map(lines), received_at);
-        check_invariants(&info, max, true);
+        check_invariants(&info, max, honor_age);
     }
 }
 

@@ -699,5 +699,25 @@ fn vector_29_cached_response_ignores_ratelimit_fields() {
         &headers(&[("Age", "120"), ("RateLimit", r#""default";r=0;t=30"#)]),
         at(RECV),
     );
-    assert_eq!(ignoring_age.wait(), secs(30));
+    assert_eq!(ignoring_age.wait(), secs(0), "t=30 counted from 120 s ago");
+}
+
+#[test]
+fn vector_01_minus_age_when_cached_fields_are_kept() {
+    let info = Parser::new().honor_age(false).parse(
+        StatusCode::OK,
+        &headers(&[
+            ("Age", "10"),
+            ("RateLimit-Policy", r#""burst";q=100;w=60"#),
+            ("RateLimit", r#""burst";r=0;t=30"#),
+        ]),
+        at(RECV),
+    );
+    assert!(info.is_cached());
+    assert_eq!(info.wait(), secs(20), "30 s minus Age");
+    assert_eq!(
+        info.policies()[0].window(),
+        secs(60),
+        "windows are not shortened"
+    );
 }

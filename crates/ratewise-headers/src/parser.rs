@@ -749,11 +749,13 @@ impl Context<'_> {
     /// The lines of one SF List field, strict (joined, as RFC 9651 combines field lines) then
     /// lenient per line.
     fn sf_list(&mut self, lines: &[Line<'_>]) -> Vec<SfEntry> {
+        let Some(&(header, _)) = lines.first() else {
+            return Vec::new();
+        };
         let texts = self.texts(lines);
         if let Some(entries) = sf::strict_list(&joined(&texts)) {
             return entries;
         }
-        let header = lines[0].0;
         if !self.parser.lenient {
             self.note(header, IgnoreReason::InvalidStructuredField);
             return Vec::new();
@@ -764,6 +766,9 @@ impl Context<'_> {
 
     /// `RateLimit`: an SF List (draft-08+), else the draft-07 Dictionary, else lenient.
     fn sf_ratelimit(&mut self, lines: &[Line<'_>]) -> (Vec<SfEntry>, Option<Draft7>) {
+        let Some(&(header, _)) = lines.first() else {
+            return (Vec::new(), None);
+        };
         let texts = self.texts(lines);
         let joined = joined(&texts);
         if let Some(entries) = sf::strict_list(&joined) {
@@ -772,7 +777,6 @@ impl Context<'_> {
         if let Some(draft7) = sf::strict_dict(&joined) {
             return (Vec::new(), Some(draft7));
         }
-        let header = lines[0].0;
         if !self.parser.lenient {
             self.note(header, IgnoreReason::InvalidStructuredField);
             return (Vec::new(), None);
@@ -843,7 +847,7 @@ impl Context<'_> {
                     .find(|(quota, used)| !*used && quota.name.as_deref() == Some(name.as_str()))
                 {
                     *used = true;
-                    let quota = quota.clone();
+                    let quota = std::mem::take(quota);
                     let header = policy_header.unwrap_or(limit_header);
                     self.apply_quota(header, &mut policy, quota);
                 }

@@ -382,6 +382,30 @@ pub(crate) fn lenient(input: &str) -> (Vec<SfEntry>, Option<Draft7>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn never_panics_on_arbitrary_text(text in "[\\PC\";:,=()\\\\ ]{0,64}") {
+            let _ = strict_list(&text);
+            let _ = strict_dict(&text);
+            let (entries, _) = lenient(&text);
+            prop_assert!(entries.len() <= text.len() + 1);
+        }
+
+        #[test]
+        fn lenient_agrees_with_strict_on_valid_lists(
+            items in prop::collection::vec(("[a-z][a-z0-9-]{0,8}", 0u32..1_000_000, 0u32..100_000), 1..5)
+        ) {
+            let text = items
+                .iter()
+                .map(|(name, r, t)| format!("\"{name}\";r={r};t={t}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let strict = strict_list(&text).expect("valid SF list");
+            prop_assert_eq!(lenient(&text).0, strict);
+        }
+    }
 
     fn n(whole: u64) -> Option<SfNumber> {
         Some(Ok(Decimal {

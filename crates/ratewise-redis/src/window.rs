@@ -19,6 +19,11 @@ use crate::limiter::{Engine, Settings};
 /// Prefer [`RedisGcra`](crate::RedisGcra) unless the upstream API really counts a rolling
 /// window: the log admits a whole window's quota in one burst.
 ///
+/// With weighted costs, give the quota a burst at least as large as the largest cost:
+/// `PaceLayer` refuses a cost above the burst before asking any limiter. While Redis is
+/// unavailable, [`FailurePolicy::FallbackLocal`](crate::FailurePolicy::FallbackLocal) paces
+/// locally with the quota's GCRA, its rate and burst divided among the workers.
+///
 /// # Clone
 ///
 /// Cloning is cheap; every clone shares the connection, the mode (shared or degraded) and the

@@ -56,8 +56,7 @@ impl fmt::Debug for RedisConnection {
 }
 
 impl RedisConnection {
-    /// A lazily connected, self-reconnecting connection to one Redis server (or a Valkey, or a
-    /// Redis behind a proxy such as Sentinel-aware DNS).
+    /// A lazily connected, self-reconnecting connection to one Redis (or Valkey) server.
     ///
     /// Nothing is sent until the first acquire, so this never fails because Redis is down: an
     /// unreachable Redis is the failure policy's business, not the constructor's. Reconnection
@@ -107,7 +106,7 @@ impl RedisConnection {
     }
 
     /// Commands sent to Redis through this connection (and its clones) so far: one per
-    /// `EVALSHA`, `EVAL` or probe. Useful to check the cost of an algorithm.
+    /// `EVALSHA` or `EVAL`. Useful to check the cost of an algorithm.
     pub fn round_trips(&self) -> u64 {
         self.counters.round_trips.load(Ordering::Relaxed)
     }
@@ -127,8 +126,8 @@ impl RedisConnection {
     }
 
     /// Runs `script` with `EVALSHA`; on `NOSCRIPT` sends the whole script with `EVAL`, which
-    /// carries the keys (so a cluster routes it to the right node, where `SCRIPT LOAD`, having
-    /// no key, could not be routed) and caches the script on that node again.
+    /// carries the keys (so a cluster routes it to the slot's owner, where `SCRIPT LOAD`, having
+    /// no key, is broadcast to every node) and caches the script on that node again.
     pub(crate) async fn eval(
         &self,
         script: &LuaScript,

@@ -1,6 +1,7 @@
 //! The outage scenario on MockApi: a 60 s outage under a steady 50 req/s, with and without the
 //! breaker. Prints the figures for BENCHMARKS.md (`cargo test -p ratewise-breaker --test outage
 //! -- --nocapture`).
+#![cfg(not(loom))]
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

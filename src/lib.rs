@@ -61,6 +61,11 @@ pub use ratewise_redis as redis;
 #[doc(inline)]
 pub use ratewise_metrics as metrics;
 
+// The README's code blocks are compiled as doc tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 mod ext;
 mod stack;
 mod timeouts;

@@ -67,6 +67,13 @@
 //! # }
 //! ```
 //!
+//! # Cancel safety
+//!
+//! Dropping a response future at any point releases what it holds: a half-open probe gives
+//! its slot back at once without counting as a success or a failure, so the next caller
+//! probes; a closed-state call leaves no trace. A probe future kept but never polled again is
+//! bounded by `probe_timeout`. See [`future::ResponseFuture`].
+//!
 //! # Order
 //!
 //! Put the breaker below retries and above adaptation and pacing (see the workspace design):

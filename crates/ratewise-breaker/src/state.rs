@@ -86,6 +86,7 @@ impl fmt::Display for CircuitState {
 
 /// A transition of one key's circuit, given to state-change callbacks.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StateChange {
     /// The key whose circuit changed.
     pub key: Key,

@@ -86,13 +86,52 @@ async fn count_window_trips_at_the_failure_rate_over_the_last_calls() {
     assert_eq!(send_many(&client, HOST, 9).await, 0);
     assert_eq!(handle.state(&key(HOST)), CircuitState::Closed);
     upstream.status(200);
-    // Successes push failures out of the 20-call window: 9 failures over 20 still.
     send_many(&client, HOST, 2).await;
+    assert_eq!(
+        handle.state(&key(HOST)),
+        CircuitState::Closed,
+        "still 9 of the last 20"
+    );
+    // One more failure: 10 of the last 20 (9 successes, 9 failures, 2 successes, 1 failure
+    // minus the oldest success) is 50%.
     upstream.status(503);
-    // The 11 calls after those 9 failures evicted them? No: the window is the last 20 calls,
-    // 9 failures + 2 successes + 9 successes before. One more failure makes 10 of 20 = 50%.
     assert_eq!(send_many(&client, HOST, 1).await, 0);
     assert_eq!(handle.state(&key(HOST)), CircuitState::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn several_probes_all_must_succeed_and_one_failure_reopens() {
+    let upstream = Upstream::new();
+    let layer = exact().half_open_probes(3).build().unwrap();
+    let handle = layer.handle();
+    let client = layer.layer(upstream.service());
+    upstream.status(500);
+    send_many(&client, HOST, 10).await;
+    advance(Duration::from_secs(30)).await;
+
+    // Two probes succeed: still half-open (3 needed); the third fails: open again, for 60 s.
+    upstream.status(200);
+    send(&client, HOST).await.unwrap();
+    send(&client, HOST).await.unwrap();
+    assert_eq!(handle.state(&key(HOST)), CircuitState::HalfOpen);
+    upstream.status(500);
+    send(&client, HOST).await.unwrap();
+    assert_eq!(handle.state(&key(HOST)), CircuitState::Open);
+    let refused = send(&client, HOST).await;
+    assert_eq!(
+        refusal(&refused).unwrap().retry_after(),
+        Duration::from_secs(60)
+    );
+
+    // Three successes close it; a fourth call in the same half-open period would have been
+    // refused.
+    advance(Duration::from_secs(60)).await;
+    upstream.status(200);
+    for _ in 0..3 {
+        send(&client, HOST).await.unwrap();
+    }
+    assert_eq!(handle.state(&key(HOST)), CircuitState::Closed);
+    assert_eq!(upstream.calls(), 10 + 3 + 3);
 }
 
 #[tokio::test(start_paused = true)]

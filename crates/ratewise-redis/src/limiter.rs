@@ -359,10 +359,15 @@ impl Engine {
             Err(_) => CallError::Timeout,
         };
         self.switch_to_degraded(&error);
-        Err(Box::new(RedisUnavailable::new(
-            key.clone(),
-            self.settings.probe_interval,
-        )))
+        tracing::warn!(key = %key, %error, "shared cooldown not written to redis");
+        match self.settings.policy {
+            // The local fallback honours the cooldown (above); failing open needs none.
+            FailurePolicy::FallbackLocal { .. } | FailurePolicy::FailOpen => Ok(()),
+            FailurePolicy::FailClosed => Err(Box::new(RedisUnavailable::new(
+                key.clone(),
+                self.settings.probe_interval,
+            ))),
+        }
     }
 
     /// The slot for the one acquire that may try Redis while degraded, if it is due.

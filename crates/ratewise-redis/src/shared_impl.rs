@@ -34,10 +34,14 @@ macro_rules! redis_limiter {
             /// acquire is denied until it ends; see
             /// [`RateLimiter::drain`](ratewise_pace::RateLimiter::drain).
             ///
+            /// When Redis does not answer within the timeout, the local fallback (under
+            /// [`FailurePolicy::FallbackLocal`](crate::FailurePolicy::FallbackLocal)) honours
+            /// the cooldown in this process, and a `tracing` warning says it was not shared.
+            ///
             /// # Errors
             ///
-            /// [`RedisUnavailable`](crate::RedisUnavailable) when Redis did not answer within
-            /// the timeout (the local fallback, if any, still honours the cooldown).
+            /// [`RedisUnavailable`](crate::RedisUnavailable) when Redis did not answer under
+            /// [`FailurePolicy::FailClosed`](crate::FailurePolicy::FailClosed).
             pub async fn cooldown(
                 &self,
                 key: &ratewise_core::Key,

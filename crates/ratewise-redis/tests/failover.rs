@@ -155,6 +155,17 @@ fn killed_redis_falls_back_within_the_timeout_and_recovers_after_restart() {
             );
             assert!(limiter.is_degraded());
 
+            // A cooldown while Redis is down still holds in this process.
+            let cooled = Key::new("cooled-locally");
+            limiter
+                .drain(&cooled, &quotas, Instant::now() + Duration::from_secs(5))
+                .await
+                .expect("the fallback takes the cooldown");
+            let decision = limiter.check(&cooled, &quotas, 1).await.expect("fallback");
+            assert_eq!(decision.source(), DecisionSource::FallbackLocal);
+            assert!(!decision.is_allowed());
+            assert!(decision.retry_after() > Duration::from_secs(4));
+
             server.restart().await;
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
@@ -210,6 +221,18 @@ fn frozen_redis_never_holds_an_acquire_past_the_timeout() {
         assert_eq!(
             refused, 40,
             "fail closed refuses every acquire while Redis hangs"
+        );
+        let drained = limiter
+            .drain(
+                &Key::new("k0"),
+                &quotas,
+                Instant::now() + Duration::from_secs(1),
+            )
+            .await;
+        let error = drained.expect_err("fail closed cannot share the cooldown");
+        assert!(
+            error.downcast_ref::<RedisUnavailable>().is_some(),
+            "{error}"
         );
         server.thaw();
 

@@ -629,6 +629,50 @@ async fn counters_are_recorded() {
     assert_eq!(counts.get("hit"), Some(&1));
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_panicking_upstream_frees_its_followers_and_the_key() {
+    let origin = Origin::new(Duration::from_millis(10), |_, n| {
+        if n == 0 {
+            panic!("upstream bug");
+        }
+        Ok(response("max-age=60", "after"))
+    });
+    let service = cached(&origin);
+    let results = futures_join_all((0..3).map(|_| send(&service, get(URL)))).await;
+    for result in results {
+        assert!(
+            result
+                .unwrap_err()
+                .downcast_ref::<ratewise_cache::UpstreamTaskLost>()
+                .is_some()
+        );
+    }
+    // The in-flight slot was released: the next request goes upstream again.
+    let r = send(&service, get(URL)).await.unwrap();
+    assert_eq!(status(&r), CacheStatus::Miss);
+    assert_eq!(origin.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn coalescing_can_be_turned_off() {
+    let origin = Origin::new(Duration::from_millis(10), |_, _| {
+        Ok(response("max-age=60", "x"))
+    });
+    let layer = CacheLayer::with_config(CacheConfig::new().coalesce(false)).unwrap();
+    let service = layer.layer(origin.clone());
+    let results = futures_join_all((0..3).map(|_| send(&service, get(URL)))).await;
+    assert!(
+        results
+            .iter()
+            .all(|r| status(r.as_ref().unwrap()) == CacheStatus::Miss)
+    );
+    assert_eq!(origin.calls(), 3);
+    assert_eq!(
+        status(&send(&service, get(URL)).await.unwrap()),
+        CacheStatus::Hit
+    );
+}
+
 #[test]
 fn traits() {
     fn assert_send_sync<T: Send + Sync>() {}

@@ -27,6 +27,11 @@ use crate::error::{SharedError, UpstreamTaskLost};
 ///
 /// See the [crate docs](crate) for the behaviour and an example.
 ///
+/// Upstream requests of cacheable requests run in spawned tasks (so that coalesced callers
+/// survive the leader's cancellation), hence the `Send + 'static` bounds on the inner
+/// service, its future and the bodies. Called outside a tokio runtime, every request passes
+/// through uncached.
+///
 /// # Clone
 ///
 /// Clones share one store, one in-flight table and one clock (an `Arc` created by the
@@ -124,6 +129,8 @@ struct Flight {
     /// Set once the waiters were taken; otherwise `Drop` removes them (task panicked or was
     /// dropped at runtime shutdown), so followers get [`UpstreamTaskLost`] instead of hanging.
     answered: AtomicBool,
+    /// Whether this flight is in the in-flight table (not when coalescing is off).
+    registered: bool,
 }
 
 impl Drop for Flight {
@@ -243,6 +250,7 @@ where
                                 policy_headers: owned_headers,
                                 stale: Some(entry),
                                 answered: AtomicBool::new(false),
+                                registered: true,
                             };
                             let upstream = inner.call(request);
                             runtime.spawn(drive::<S, ReqB, ResB>(flight, upstream, None));
@@ -277,6 +285,7 @@ where
             policy_headers: owned_headers,
             stale,
             answered: AtomicBool::new(false),
+            registered: shared.config.coalesce,
         };
         let upstream = inner.call(request);
         let (tx, rx) = oneshot::channel();
@@ -368,6 +377,9 @@ fn is_error_status(status: StatusCode) -> bool {
 impl Flight {
     fn take_waiters(&self) -> Vec<oneshot::Sender<FollowerOutcome>> {
         self.answered.store(true, Ordering::Relaxed);
+        if !self.registered {
+            return Vec::new();
+        }
         let mut in_flight = self
             .shared
             .in_flight

@@ -114,6 +114,6 @@ impl<S, K, V> Layer<S> for BatchLayer<K, V> {
     type Service = Batch<S, K, V>;
 
     fn layer(&self, inner: S) -> Batch<S, K, V> {
-        Batch::new(inner, self.config)
+        Batch::new_unchecked(inner, self.config)
     }
 }

@@ -62,7 +62,26 @@ struct Window<K, V> {
 }
 
 impl<S, K, V> Batch<S, K, V> {
-    pub(crate) fn new(inner: S, config: BatchConfig) -> Self {
+    /// Wraps `inner` with its own batching window.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`](crate::ConfigError) when `max_size` is zero.
+    pub fn new(inner: S, config: BatchConfig) -> Result<Self, crate::ConfigError> {
+        crate::BatchLayer::<K, V>::with_config(config)?;
+        Ok(Self::new_unchecked(inner, config))
+    }
+
+    /// A batch layer with `config`; see [`BatchLayer::with_config`](crate::BatchLayer::with_config).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`](crate::ConfigError) when `max_size` is zero.
+    pub fn layer(config: BatchConfig) -> Result<crate::BatchLayer<K, V>, crate::ConfigError> {
+        crate::BatchLayer::with_config(config)
+    }
+
+    pub(crate) fn new_unchecked(inner: S, config: BatchConfig) -> Self {
         Batch {
             shared: Arc::new(BatchShared {
                 inner: Mutex::new(inner),

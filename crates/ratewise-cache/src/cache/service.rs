@@ -57,6 +57,15 @@ pub struct Cache<S> {
 }
 
 impl<S> Cache<S> {
+    /// A cache layer with `config`; see [`CacheLayer::with_config`](crate::CacheLayer::with_config).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`](crate::ConfigError) for an invalid configuration.
+    pub fn layer(config: crate::CacheConfig) -> Result<crate::CacheLayer, crate::ConfigError> {
+        crate::CacheLayer::with_config(config)
+    }
+
     /// Gets a reference to the inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner

@@ -255,10 +255,14 @@ impl Shared {
         policy_headers: &HeaderMap,
     ) -> (VariantKey, Option<Arc<Entry>>) {
         let vary = match self.store.get(&StoreKey::Vary(primary.clone())) {
-            Some(StoreValue::Vary(names)) => names,
-            _ => Arc::from(Vec::new()),
+            Some(StoreValue::Vary(names)) => Some(names),
+            _ => None,
         };
-        let key = VariantKey::new(primary.clone(), &vary, policy_headers);
+        let key = VariantKey::new(
+            primary.clone(),
+            vary.as_deref().unwrap_or(&[]),
+            policy_headers,
+        );
         let entry = match self.store.get(&StoreKey::Variant(key.clone())) {
             Some(StoreValue::Variant(entry)) => Some(entry),
             _ => None,
@@ -341,6 +345,55 @@ mod tests {
             let _ = policy.is_stale(later);
             let _ = policy.before_request(&request, later);
             let entry = Entry::new(policy, Head { status: head.status, version: head.version, headers: head.headers }, Bytes::new(), Instant::now(), later, Duration::from_secs(86400));
+            prop_assert!(entry.stale_if_error <= Duration::from_secs(86400));
+        }
+    }
+
+    fn header_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[ -~]{0,40}",
+            Just("Thu, 01 Jan 1970 00:00:00 GMT".to_owned()),
+            Just("Fri, 31 Dec 9999 23:59:59 GMT".to_owned()),
+            Just("max-age=18446744073709551615, stale-if-error=18446744073709551615".to_owned()),
+            Just("max-age=-1, s-maxage=x, no-cache=\"a,b\", immutable".to_owned()),
+            Just("W/\"x\", \"y\"".to_owned()),
+        ]
+    }
+
+    proptest! {
+        /// Whatever a server sends in these headers, storing, looking up, revalidating and
+        /// serving stale never panic.
+        #[test]
+        fn hostile_response_headers_never_panic(
+            cache_control in header_text(), expires in header_text(), date in header_text(),
+            last_modified in header_text(), age in header_text(), etag in header_text(),
+            vary in header_text(), later in 0u64..10_000_000_000,
+        ) {
+            let mut headers = HeaderMap::new();
+            for (name, value) in [
+                ("cache-control", &cache_control), ("expires", &expires), ("date", &date),
+                ("last-modified", &last_modified), ("age", &age), ("etag", &etag), ("vary", &vary),
+            ] {
+                if let Ok(value) = HeaderValue::from_str(value) {
+                    headers.insert(HeaderName::from_static(name), value);
+                }
+            }
+            sanitize_response_headers(&mut headers);
+            let mut response = http::Response::new(());
+            *response.headers_mut() = headers.clone();
+            let (head, ()) = response.into_parts();
+            let request = http::Request::get("http://a/b").body(()).unwrap();
+            let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+            let options = CacheOptions { shared: false, cache_heuristic: 0.1, ..Default::default() };
+            let policy = CachePolicy::new_options(&request, &head, t0, options);
+            let now = t0 + Duration::from_secs(later);
+            let _ = crate::cache::key::vary_names(&headers);
+            if let http_cache_semantics::BeforeRequest::Stale { request: revalidation, .. } = policy.before_request(&request, now) {
+                let _ = revalidation.headers.get("if-none-match");
+            }
+            let _ = policy.after_response(&request, &head, now);
+            let entry = Entry::new(policy, Head { status: head.status, version: head.version, headers }, Bytes::new(), Instant::now(), now, Duration::from_secs(86400));
+            let _ = entry.stale_head(now + Duration::from_secs(later));
             prop_assert!(entry.stale_if_error <= Duration::from_secs(86400));
         }
     }

@@ -84,8 +84,11 @@
 //! # Design notes
 //!
 //! - **Fast path.** A closed circuit admits a call with one atomic load (the phase and an
-//!   epoch packed in one `AtomicU64`); the outcome is recorded under a short, uncontended
-//!   mutex that is never held across an await or while user callbacks run. Nothing is
+//!   epoch packed in one `AtomicU64`). In the steady state (a count window full of successes)
+//!   a success completes with one more load and no lock: recording a success there changes
+//!   nothing. Other outcomes are recorded under a short mutex that is never held across an
+//!   await or while user callbacks run. Loom models check these interleavings
+//!   (`RUSTFLAGS="--cfg loom" cargo test -p ratewise-breaker --lib --release loom`). Nothing is
 //!   allocated per call: the future is a named `pin-project-lite` enum, key lookup goes
 //!   through [`ratewise_core::KeyedState`]. Calls carry the epoch they were admitted in, so the
 //!   late result of a call admitted before a transition never counts in the next phase (the

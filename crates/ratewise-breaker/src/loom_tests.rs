@@ -97,3 +97,42 @@ fn loom_half_open_admits_exactly_one_probe() {
         );
     });
 }
+
+/// A success on the lock-free path of a clean window races a failure under the lock: in every
+/// interleaving the window ends with one failure of two calls and the clean bit cleared, as
+/// if the two had been recorded one after the other.
+#[test]
+fn loom_clean_success_races_a_failure() {
+    loom::model(|| {
+        let settings = Settings {
+            window: crate::config::Window::count(2),
+            minimum_calls: 2,
+            failure_rate: 1.0,
+            ..Settings::default()
+        };
+        let state = Arc::new(key_state(settings, None));
+        let t0 = Instant::now();
+        for _ in 0..2 {
+            let ticket = state.admit_at(t0).unwrap();
+            state.complete(ticket, Outcome::Success, false, Some(t0));
+        }
+        assert!(state.window_and_clean(t0).1);
+        let callers: Vec<_> = [Outcome::Success, Outcome::Failure]
+            .into_iter()
+            .map(|outcome| {
+                let state = Arc::clone(&state);
+                loom::thread::spawn(move || {
+                    let ticket = state.admit_at_fast(t0).unwrap();
+                    state.complete(ticket, outcome, false, Some(t0));
+                })
+            })
+            .collect();
+        for caller in callers {
+            caller.join().unwrap();
+        }
+        let (counts, clean) = state.window_and_clean(t0);
+        assert_eq!((counts.total, counts.failures), (2, 1));
+        assert!(!clean);
+        assert_eq!(state.state_at(t0), CircuitState::Closed);
+    });
+}

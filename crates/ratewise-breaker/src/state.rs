@@ -5,6 +5,13 @@
 //! admit a call with one atomic load. A call captures the epoch it was admitted in; its outcome
 //! only counts if the epoch is still current, so a call admitted just before a transition can
 //! never count against the next phase.
+//!
+//! The mirror also carries a *clean* bit: the circuit is closed, its count window is full of
+//! successes (none slow), and nothing else is pending (no failure streak, no trip to forget).
+//! Recording one more success then changes nothing (it replaces a success by a success), so a
+//! successful call of a clean circuit completes without the lock. That is linearizable: such
+//! a success takes effect at its load of the mirror, before any failure recorded later under
+//! the lock.
 
 use std::fmt;
 use std::sync::Arc;
@@ -199,7 +206,7 @@ impl Transitions {
 pub(crate) struct KeyState {
     key: Key,
     policy: Arc<Policy>,
-    /// `epoch << 3 | state code`, written under the mutex.
+    /// `epoch << 4 | clean << 3 | state code`, written under the mutex.
     mirror: AtomicU64,
     core: Mutex<Core>,
     state_gauge: Gauge,
@@ -216,6 +223,11 @@ impl fmt::Debug for KeyState {
 }
 
 const CLOSED_CODE: u64 = CircuitState::Closed.code();
+const CODE_MASK: u64 = 0b111;
+const CLEAN_BIT: u64 = 0b1000;
+const EPOCH_SHIFT: u32 = 4;
+/// Epochs wrap within the bits the mirror has for them.
+const EPOCH_MASK: u64 = u64::MAX >> EPOCH_SHIFT;
 const FORCED_CLOSED_CODE: u64 = CircuitState::ForcedClosed.code();
 
 impl KeyState {
@@ -271,8 +283,10 @@ impl KeyState {
     #[inline]
     fn admit_with(&self, now: impl FnOnce() -> Instant) -> Result<Ticket, CircuitOpen> {
         let mirror = self.mirror.load(Ordering::Acquire);
-        match mirror & 0b111 {
-            CLOSED_CODE => Ok(Ticket::Closed { epoch: mirror >> 3 }),
+        match mirror & CODE_MASK {
+            CLOSED_CODE => Ok(Ticket::Closed {
+                epoch: mirror >> EPOCH_SHIFT,
+            }),
             FORCED_CLOSED_CODE => Ok(Ticket::Untracked),
             _ => self.admit_at(now()),
         }
@@ -371,6 +385,15 @@ impl KeyState {
             return;
         }
         let failed = outcome == Outcome::Failure;
+        if let Ticket::Closed { epoch } = ticket
+            && !failed
+            && !slow
+            && self.mirror.load(Ordering::Acquire)
+                == (epoch << EPOCH_SHIFT) | CLEAN_BIT | CLOSED_CODE
+        {
+            // A success in a window full of successes: nothing changes, no lock needed.
+            return;
+        }
         let mut transitions = Transitions::default();
         {
             let mut core = self.lock();
@@ -443,9 +466,18 @@ impl KeyState {
             .is_some_and(|n| core.consecutive_failures >= n);
         if by_rate || by_streak {
             self.trip(core, now, transitions);
-        } else if core.trips > 0 && core.calls_since_close >= settings.minimum_calls {
+            return;
+        }
+        if core.trips > 0 && core.calls_since_close >= settings.minimum_calls {
             // A healthy close: the circuit has stayed closed over a full minimum of calls.
             core.trips = 0;
+        }
+        let clean =
+            core.window.is_full_of_successes() && core.consecutive_failures == 0 && core.trips == 0;
+        let mirror = (core.epoch << EPOCH_SHIFT) | CLOSED_CODE | if clean { CLEAN_BIT } else { 0 };
+        // Written only on change: readers on the fast path keep the cache line shared.
+        if self.mirror.load(Ordering::Relaxed) != mirror {
+            self.mirror.store(mirror, Ordering::Release);
         }
     }
 
@@ -467,7 +499,7 @@ impl KeyState {
     fn transition(&self, core: &mut Core, to: Phase, now: Instant, transitions: &mut Transitions) {
         let from = core.phase.state();
         core.phase = to;
-        core.epoch = core.epoch.wrapping_add(1);
+        core.epoch = core.epoch.wrapping_add(1) & EPOCH_MASK;
         core.probes.clear();
         core.probe_successes = 0;
         if let Phase::Closed = to {
@@ -476,8 +508,10 @@ impl KeyState {
             core.calls_since_close = 0;
         }
         let state = to.state();
-        self.mirror
-            .store((core.epoch << 3) | state.code(), Ordering::Release);
+        self.mirror.store(
+            (core.epoch << EPOCH_SHIFT) | state.code(),
+            Ordering::Release,
+        );
         transitions.push(StateChange {
             key: self.key.clone(),
             from,
@@ -537,6 +571,13 @@ impl KeyState {
     #[cfg(test)]
     pub(crate) fn in_flight_probes(&self) -> usize {
         self.lock().probes.len()
+    }
+
+    /// The window's counts and whether the clean bit is set, for tests.
+    #[cfg(test)]
+    pub(crate) fn window_and_clean(&self, now: Instant) -> (Counts, bool) {
+        let counts = self.lock().window.counts(now);
+        (counts, self.mirror.load(Ordering::Acquire) & CLEAN_BIT != 0)
     }
 }
 
@@ -681,6 +722,17 @@ impl CallWindow {
         }
     }
 
+    /// Whether recording a success would leave the window unchanged: a full count window of
+    /// successes, none slow. Never for a time window (a success adds to its total).
+    fn is_full_of_successes(&self) -> bool {
+        match self {
+            CallWindow::Count {
+                ring, len, counts, ..
+            } => *len == ring.len() && counts.failures == 0 && counts.slow == 0,
+            CallWindow::Time { .. } => false,
+        }
+    }
+
     pub(crate) fn counts(&mut self, now: Instant) -> Counts {
         self.advance(now);
         match self {
@@ -744,6 +796,63 @@ mod tests {
             state.complete(ticket, Outcome::Failure, false, Some(t0));
         }
         assert_eq!(state.state_at(t0), CircuitState::Open);
+    }
+
+    #[test]
+    fn successes_of_a_clean_window_skip_the_lock_without_changing_the_counts() {
+        let state = key_state(1);
+        let now = Instant::now();
+        let record = |outcome| {
+            let ticket = state.admit_at(now).unwrap();
+            state.complete(ticket, outcome, false, Some(now));
+        };
+        for _ in 0..19 {
+            record(Outcome::Success);
+        }
+        assert!(!state.window_and_clean(now).1, "not full yet");
+        record(Outcome::Success);
+        assert!(state.window_and_clean(now).1, "20 successes: clean");
+        for _ in 0..100 {
+            record(Outcome::Success);
+        }
+        let (counts, clean) = state.window_and_clean(now);
+        assert_eq!(
+            counts,
+            Counts {
+                total: 20,
+                failures: 0,
+                slow: 0
+            }
+        );
+        assert!(clean);
+        record(Outcome::Failure);
+        let (counts, clean) = state.window_and_clean(now);
+        assert_eq!(
+            counts,
+            Counts {
+                total: 20,
+                failures: 1,
+                slow: 0
+            }
+        );
+        assert!(!clean, "a failure clears the bit");
+        // The failure leaves the window after 20 more successes; then clean again.
+        for _ in 0..19 {
+            record(Outcome::Success);
+        }
+        assert!(!state.window_and_clean(now).1);
+        record(Outcome::Success);
+        assert!(state.window_and_clean(now).1);
+        for _ in 0..9 {
+            record(Outcome::Failure);
+        }
+        assert_eq!(state.state_at(now), CircuitState::Closed);
+        record(Outcome::Failure);
+        assert_eq!(
+            state.state_at(now),
+            CircuitState::Open,
+            "10 of 20 after a clean run"
+        );
     }
 
     #[test]

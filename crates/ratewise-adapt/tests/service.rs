@@ -1,0 +1,261 @@
+//! The tower contract, cancel safety, deadlines, cached responses and spreading, with
+//! `tower_test` mocks under a paused clock.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Empty;
+use ratewise_adapt::{Adapt, AdaptLayer, AdaptWaitTooLong, future::ResponseFuture};
+use ratewise_core::{Deadline, Key};
+use ratewise_testkit::{Dialect, EndpointConfig, MockApi, MockConfig, Quota};
+use tokio::time::Instant;
+use tokio_test::{assert_pending, assert_ready, assert_ready_ok, task};
+use tower::{Layer, Service, ServiceExt};
+use tower_test::mock;
+
+type Mock = mock::Mock<Request<()>, Response<()>>;
+type Handle = mock::Handle<Request<()>, Response<()>>;
+
+fn get() -> Request<()> {
+    Request::get("https://api.test/items").body(()).unwrap()
+}
+
+/// A draft-8 response: `remaining` of `limit` left, reset in `reset` seconds.
+fn draft8(limit: u64, remaining: u64, reset: u64) -> Response<()> {
+    Response::builder()
+        .header("ratelimit", format!("\"p\";r={remaining};t={reset}"))
+        .header("ratelimit-policy", format!("\"p\";q={limit};w={reset}"))
+        .body(())
+        .unwrap()
+}
+
+fn setup(layer: &AdaptLayer) -> (Adapt<Mock>, Handle) {
+    let (mock, handle) = mock::pair::<Request<()>, Response<()>>();
+    (layer.layer(mock), handle)
+}
+
+/// Sends one request and answers it with `response`, so the key learns from it.
+async fn learn(service: &mut Adapt<Mock>, handle: &mut Handle, response: Response<()>) {
+    let future = service.ready().await.unwrap().call(get());
+    let (_, reply) = handle.next_request().await.unwrap();
+    reply.send_response(response);
+    future.await.unwrap();
+}
+
+fn key() -> Key {
+    Key::new("api.test default")
+}
+
+#[test]
+fn services_and_futures_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<AdaptLayer>();
+    send_sync::<Adapt<Mock>>();
+    send_sync::<ResponseFuture<<Mock as Service<Request<()>>>::Future, Mock, Request<()>>>();
+}
+
+/// A waiting request keeps the readied inner service (moved out with `mem::replace`) and calls
+/// it later; `tower_test`'s mock panics if a clone that was never readied is called.
+#[tokio::test(start_paused = true)]
+async fn waiting_requests_call_the_readied_inner_service() {
+    let layer = AdaptLayer::new();
+    let (mut service, mut handle) = setup(&layer);
+    // Slow start: the first request goes, the second waits for its response.
+    let first = service.ready().await.unwrap().call(get());
+    let mut second = task::spawn(service.ready().await.unwrap().call(get()));
+    assert_pending!(second.poll());
+    let (_, reply) = handle.next_request().await.unwrap();
+    assert!(
+        handle.poll_request().is_pending(),
+        "the second request waits"
+    );
+    reply.send_response(draft8(10, 9, 60));
+    first.await.unwrap();
+    assert!(second.is_woken());
+    assert_pending!(second.poll());
+    let (_, reply) = handle.next_request().await.unwrap();
+    reply.send_response(draft8(10, 8, 60));
+    assert_ready_ok!(second.poll());
+}
+
+/// Dropping in-flight futures gives their units back and wakes the waiters.
+#[tokio::test(start_paused = true)]
+async fn dropped_in_flight_futures_release_their_reservation() {
+    let layer = AdaptLayer::new();
+    let (mut service, mut handle) = setup(&layer);
+    learn(&mut service, &mut handle, draft8(10, 2, 60)).await;
+    let learned_at = Instant::now();
+    let a = service.ready().await.unwrap().call(get());
+    let b = service.ready().await.unwrap().call(get());
+    let _a_sent = handle.next_request().await.unwrap();
+    let _b_sent = handle.next_request().await.unwrap();
+    assert_eq!(layer.snapshot(&key()).unwrap().in_flight(), 2);
+    let mut c = task::spawn(service.ready().await.unwrap().call(get()));
+    assert_pending!(c.poll(), "the quota is spent by the two in flight");
+    assert!(handle.poll_request().is_pending());
+    drop(a);
+    drop(b);
+    assert_eq!(layer.snapshot(&key()).unwrap().in_flight(), 0);
+    assert!(c.is_woken(), "releasing wakes the waiter");
+    assert_pending!(c.poll());
+    // The released units let c go at once, long before the reset.
+    assert!(assert_ready!(handle.poll_request()).is_some());
+    assert_eq!(Instant::now(), learned_at);
+    assert_eq!(layer.snapshot(&key()).unwrap().in_flight(), 1);
+}
+
+/// A dropped waiting future holds nothing: the key's counts are as if it never came.
+#[tokio::test(start_paused = true)]
+async fn dropped_waiting_futures_hold_nothing() {
+    let layer = AdaptLayer::new();
+    let (mut service, mut handle) = setup(&layer);
+    let first = service.ready().await.unwrap().call(get());
+    let mut waiting = task::spawn(service.ready().await.unwrap().call(get()));
+    assert_pending!(waiting.poll());
+    drop(waiting);
+    assert_eq!(layer.snapshot(&key()).unwrap().in_flight(), 1);
+    let (_, reply) = handle.next_request().await.unwrap();
+    reply.send_response(draft8(10, 9, 60));
+    first.await.unwrap();
+    assert_eq!(layer.snapshot(&key()).unwrap().in_flight(), 0);
+    let policies = layer.snapshot(&key()).unwrap().policies().to_vec();
+    assert_eq!(policies[0].remaining(), Some(9));
+}
+
+/// Sixteen concurrent callers that learned `remaining = 5` send five.
+#[tokio::test(start_paused = true)]
+async fn sixteen_callers_see_five_remaining_and_send_five() {
+    let layer = AdaptLayer::new();
+    let (mut service, mut handle) = setup(&layer);
+    learn(&mut service, &mut handle, draft8(100, 5, 30)).await;
+    let mut callers: Vec<_> = (0..16)
+        .map(|_| task::spawn(service.clone().oneshot(get())))
+        .collect();
+    for caller in &mut callers {
+        assert_pending!(caller.poll());
+    }
+    let mut sent = 0;
+    while let std::task::Poll::Ready(Some(_)) = handle.poll_request() {
+        sent += 1;
+    }
+    assert_eq!(sent, 5);
+}
+
+/// A wait past the request's deadline fails at once with the time to wait.
+#[tokio::test(start_paused = true)]
+async fn waits_past_the_deadline_fail_fast() {
+    let layer = AdaptLayer::new();
+    let (mut service, mut handle) = setup(&layer);
+    learn(&mut service, &mut handle, draft8(10, 0, 30)).await;
+    let mut request = get();
+    request
+        .extensions_mut()
+        .insert(Deadline::after(Duration::from_secs(5)));
+    let started = Instant::now();
+    let error = service
+        .ready()
+        .await
+        .unwrap()
+        .call(request)
+        .await
+        .unwrap_err();
+    assert_eq!(Instant::now(), started);
+    let refusal = error.downcast_ref::<AdaptWaitTooLong>().unwrap();
+    assert_eq!(refusal.retry_after(), Duration::from_secs(30));
+    assert_eq!(refusal.key(), &key());
+}
+
+/// Responses served from a cache (`Age > 0`) do not teach the key anything.
+#[tokio::test(start_paused = true)]
+async fn cached_responses_are_ignored() {
+    let layer = AdaptLayer::new();
+    let (mut service, mut handle) = setup(&layer);
+    learn(&mut service, &mut handle, draft8(10, 9, 30)).await;
+    let mut cached = draft8(10, 0, 30);
+    cached
+        .headers_mut()
+        .insert("age", http::HeaderValue::from_static("120"));
+    learn(&mut service, &mut handle, cached).await;
+    let policies = layer.snapshot(&key()).unwrap().policies().to_vec();
+    assert_eq!(
+        policies[0].remaining(),
+        Some(8),
+        "the cached r=0 was ignored"
+    );
+    let mut next = task::spawn(service.ready().await.unwrap().call(get()));
+    assert_pending!(next.poll());
+    assert!(
+        assert_ready!(handle.poll_request()).is_some(),
+        "sent without waiting"
+    );
+}
+
+/// A 429 with Retry-After cools the key down for every caller; a Retry-After on a 200 does not.
+#[tokio::test(start_paused = true)]
+async fn only_refusals_start_cooldowns() {
+    let layer = AdaptLayer::new();
+    let (mut service, mut handle) = setup(&layer);
+    let mut ok = draft8(100, 50, 60);
+    ok.headers_mut()
+        .insert("retry-after", http::HeaderValue::from_static("20"));
+    learn(&mut service, &mut handle, ok).await;
+    assert_eq!(layer.snapshot(&key()).unwrap().cooldown(), None);
+    let refused = Response::builder()
+        .status(StatusCode::TOO_MANY_REQUESTS)
+        .header("retry-after", "7")
+        .body(())
+        .unwrap();
+    learn(&mut service, &mut handle, refused).await;
+    assert_eq!(
+        layer.snapshot(&key()).unwrap().cooldown(),
+        Some(Duration::from_secs(7))
+    );
+    let started = Instant::now();
+    let future = tokio::spawn(service.ready().await.unwrap().call(get()));
+    let (_, reply) = handle.next_request().await.unwrap();
+    assert_eq!(Instant::now() - started, Duration::from_secs(7));
+    reply.send_response(draft8(100, 49, 53));
+    future.await.unwrap().unwrap();
+}
+
+/// `spread` paces the remaining budget evenly until the reset instead of bursting it.
+#[tokio::test(start_paused = true)]
+async fn spread_paces_the_budget_until_the_reset() {
+    let period = Duration::from_secs(10);
+    let api = MockApi::new(
+        MockConfig::new().endpoint(
+            EndpointConfig::new("/items")
+                .quota(Quota::fixed_window(20, period))
+                .dialect(Dialect::Draft8)
+                .latency(Duration::from_millis(10)),
+        ),
+    );
+    let layer = AdaptLayer::builder().spread(true).build().unwrap();
+    let end = Instant::now() + period * 6;
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let service = layer.layer(api.clone());
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < end {
+                let request = Request::get("http://api.test/items")
+                    .body(Empty::<Bytes>::new())
+                    .unwrap();
+                service.clone().oneshot(request).await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let admitted = api
+        .requests()
+        .iter()
+        .filter(|entry| entry.status.is_success() && entry.since_start < period * 6)
+        .count();
+    assert_eq!(api.count_status(StatusCode::TOO_MANY_REQUESTS), 0);
+    // 20 per 10 s spread out: never more than 2 in any half second (a burst would send 20).
+    let densest = api.max_sent_in_window("/items", Duration::from_millis(500));
+    assert!(densest <= 2, "{densest} requests within 500 ms");
+    assert!(admitted >= 6 * 20 * 90 / 100, "only {admitted} admitted");
+}

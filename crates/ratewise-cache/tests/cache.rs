@@ -278,6 +278,35 @@ async fn stale_entry_is_revalidated_and_304_serves_the_stored_200() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_304_with_other_validators_drops_the_entry() {
+    let origin = Origin::new(Duration::ZERO, |req, _| {
+        if req.headers().contains_key("if-none-match") {
+            // A 304 for another version than the one stored.
+            return Ok(Response::builder()
+                .status(StatusCode::NOT_MODIFIED)
+                .header("etag", "\"v2\"")
+                .body(Full::default())
+                .unwrap());
+        }
+        Ok(Response::builder()
+            .header("etag", "\"v1\"")
+            .header("cache-control", "max-age=10")
+            .body(Full::new(Bytes::from_static(b"v1")))
+            .unwrap())
+    });
+    let service = cached(&origin);
+    send(&service, get(URL)).await.unwrap();
+    advance(Duration::from_secs(11)).await;
+    let odd = send(&service, get(URL)).await.unwrap();
+    assert_eq!(odd.status(), StatusCode::NOT_MODIFIED);
+    assert_ne!(status(&odd), CacheStatus::Revalidated);
+    // The entry is gone: the next request is unconditional and gets the full response.
+    let full = send(&service, get(URL)).await.unwrap();
+    assert_eq!(full.status(), StatusCode::OK);
+    assert!(!origin.seen()[2].contains_key("if-none-match"));
+}
+
+#[tokio::test(start_paused = true)]
 async fn authorization_isolates_users() {
     let origin = Origin::new(Duration::ZERO, |req, _| {
         let user = req

@@ -559,6 +559,14 @@ async fn drive<S, ReqB, ResB>(
         return;
     }
 
+    if parts.status == StatusCode::NOT_MODIFIED && flight.stale.is_some() {
+        // The 304's validators select no stored response (RFC 9111 §4.3.4): it cannot refresh
+        // the entry. Forget the entry so the next request is unconditional; this caller gets
+        // the 304 as it is (re-sending needs a request body we no longer have).
+        tracing::warn!(target: "ratewise::cache", path = flight.uri.path(), "304 does not match the stored validators; entry dropped");
+        flight.shared.invalidate_variant(&flight.key);
+    }
+
     let content_length = parts
         .headers
         .get(http::header::CONTENT_LENGTH)

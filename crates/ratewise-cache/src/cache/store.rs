@@ -301,6 +301,10 @@ impl Shared {
         }));
     }
 
+    pub(crate) fn invalidate_variant(&self, key: &VariantKey) {
+        self.store.invalidate(&StoreKey::Variant(key.clone()));
+    }
+
     pub(crate) fn new_policy(
         &self,
         request: &crate::cache::key::PolicyRequest<'_>,

@@ -315,7 +315,7 @@ impl KeyState {
                     if taken < self.policy.settings.half_open_probes as usize {
                         let id = core.next_probe_id;
                         core.next_probe_id += 1;
-                        let deadline = now + self.policy.settings.probe_timeout;
+                        let deadline = saturating_add(now, self.policy.settings.probe_timeout);
                         core.probes.push(Probe { id, deadline });
                         Ok(Ticket::Probe {
                             epoch: core.epoch,
@@ -489,7 +489,7 @@ impl KeyState {
         self.transition(
             core,
             Phase::Open {
-                until: now + open_for,
+                until: saturating_add(now, open_for),
             },
             now,
             transitions,
@@ -579,6 +579,15 @@ impl KeyState {
         let counts = self.lock().window.counts(now);
         (counts, self.mirror.load(Ordering::Acquire) & CLEAN_BIT != 0)
     }
+}
+
+/// `now + duration`, or about a century from now when that does not fit in an `Instant`
+/// (a configured duration such as `Duration::MAX` must not panic mid-request).
+fn saturating_add(now: Instant, duration: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    now.checked_add(duration)
+        .or_else(|| now.checked_add(CENTURY))
+        .unwrap_or(now)
 }
 
 fn remove_probe(core: &mut Core, id: u64) -> bool {
@@ -796,6 +805,29 @@ mod tests {
             state.complete(ticket, Outcome::Failure, false, Some(t0));
         }
         assert_eq!(state.state_at(t0), CircuitState::Open);
+    }
+
+    #[test]
+    fn huge_durations_do_not_overflow() {
+        let policy = Policy {
+            settings: Settings {
+                open_duration: Duration::MAX,
+                max_open_duration: Duration::MAX,
+                probe_timeout: Duration::MAX,
+                minimum_calls: 1,
+                jitter: 0.0,
+                ..Settings::default()
+            },
+            jitter: Arc::new(SeededJitter::new(1)),
+            listeners: Vec::new(),
+        };
+        policy.settings.validate().unwrap();
+        let state = KeyState::new(Key::new("k"), Arc::new(policy));
+        let now = Instant::now();
+        let ticket = state.admit_at(now).unwrap();
+        state.complete(ticket, Outcome::Failure, false, Some(now));
+        let refused = state.admit_at(now).unwrap_err();
+        assert!(refused.retry_after() > Duration::from_secs(3600 * 24 * 365));
     }
 
     #[test]

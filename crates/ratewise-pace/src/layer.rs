@@ -2,8 +2,10 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, RwLock};
+
+use arc_swap::ArcSwap;
 use std::time::Duration;
 
 use ratewise_core::{BoxError, Global, Key, KeyFn, KeyedState, KeyedStateConfig};
@@ -59,7 +61,12 @@ impl QuotaTable {
 
     /// The quotas of `key`: its own, else the default, else `None` (not paced).
     pub fn get(&self, key: &Key) -> Option<Quotas> {
-        self.keys.get(key).copied().or(self.default)
+        self.get_ref(key).copied()
+    }
+
+    #[inline]
+    pub(crate) fn get_ref(&self, key: &Key) -> Option<&Quotas> {
+        self.keys.get(key).or(self.default.as_ref())
     }
 
     /// The longest burst span of any quota in the table.
@@ -85,7 +92,8 @@ impl fmt::Debug for QuotaTable {
 /// The state every clone of a layer, and every service it makes, shares.
 pub(crate) struct Shared<L> {
     pub(crate) limiter: L,
-    table: RwLock<QuotaTable>,
+    /// Read on every request without a lock; replaced whole on (rare) runtime changes.
+    table: ArcSwap<QuotaTable>,
     pub(crate) keys: KeyedState<KeyState>,
     /// Waiters over all keys: when 0, the fast path skips the key's queue.
     pub(crate) total_waiting: Arc<AtomicUsize>,
@@ -95,7 +103,7 @@ impl<L> Shared<L> {
     fn new(limiter: L, table: QuotaTable) -> Self {
         Shared {
             limiter,
-            table: RwLock::new(table),
+            table: ArcSwap::from_pointee(table),
             keys: KeyedState::new(KeyedStateConfig::new())
                 .expect("the default keyed state configuration is valid"),
             total_waiting: Arc::new(AtomicUsize::new(0)),
@@ -104,17 +112,22 @@ impl<L> Shared<L> {
 
     #[inline]
     pub(crate) fn quotas(&self, key: &Key) -> Option<Quotas> {
-        self.table
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(key)
+        self.table.load().get(key)
     }
 
-    fn update(&self, f: impl FnOnce(&mut QuotaTable)) {
-        f(&mut self
-            .table
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()));
+    /// The current table, read without a lock (for the duration of one `call`).
+    #[inline]
+    pub(crate) fn table(&self) -> arc_swap::Guard<Arc<QuotaTable>> {
+        self.table.load()
+    }
+
+    /// Copy-on-write update; concurrent updates are applied one after the other.
+    fn update(&self, f: impl Fn(&mut QuotaTable)) {
+        self.table.rcu(|table| {
+            let mut table = QuotaTable::clone(table);
+            f(&mut table);
+            table
+        });
     }
 }
 
@@ -215,12 +228,7 @@ impl<L, K, C> PaceLayer<L, K, C> {
     /// Uses `limiter` (for example the Redis limiter) instead of the in-memory one, keeping the
     /// quota table.
     pub fn limiter<L2: RateLimiter>(self, limiter: L2) -> PaceLayer<L2, K, C> {
-        let table = self
-            .shared
-            .table
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone();
+        let table = QuotaTable::clone(&self.shared.table.load());
         PaceLayer {
             shared: Arc::new(Shared::new(limiter, table)),
             key_fn: self.key_fn,
@@ -341,7 +349,7 @@ impl<L> PaceHandle<L> {
         let (key, quotas) = (key.into(), quotas.into());
         tracing::debug!(key = %key, ?quotas, "pace: quotas changed");
         self.shared.update(|table| {
-            table.keys.insert(key, quotas);
+            table.keys.insert(key.clone(), quotas);
         });
     }
 

@@ -92,7 +92,9 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let (parts, body) = request.into_parts();
         let key = self.key_fn.key(&parts);
-        let Some(quotas) = self.shared.quotas(&key) else {
+        // Borrowed from the lock-free table snapshot: nothing is copied on the fast path.
+        let table = self.shared.table();
+        let Some(quotas) = table.get_ref(&key) else {
             // Not paced.
             return ResponseFuture::calling(
                 self.inner.call(Request::from_parts(parts, body)),
@@ -108,18 +110,17 @@ where
         let deadline = parts.extensions.get::<Deadline>().map(|d| d.instant());
         let request = Request::from_parts(parts, body);
 
-        if cost > quotas.min_burst() {
-            return ResponseFuture::failed(Box::new(CostExceedsBurst::new(
-                key,
-                cost,
-                quotas.min_burst(),
-            )));
+        let min_burst = quotas.min_burst();
+        if cost > min_burst {
+            return ResponseFuture::failed(Box::new(CostExceedsBurst::new(key, cost, min_burst)));
         }
         // Low priority may not use the reserve: checked against reduced bursts, and shed
         // instead of waiting.
         let sheds = priority == Priority::Low && self.settings.reserve > 0.0;
+        let reduced;
         let quotas = if sheds {
-            quotas.without_reserve(self.settings.reserve)
+            reduced = quotas.without_reserve(self.settings.reserve);
+            &reduced
         } else {
             quotas
         };
@@ -172,7 +173,7 @@ where
         let wait = Box::new(Wait {
             shared: Arc::clone(shared),
             key,
-            quotas,
+            quotas: *quotas,
             cost,
             priority,
             sheds,

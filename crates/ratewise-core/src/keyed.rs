@@ -42,6 +42,16 @@ impl KeyedStateConfig {
         self.idle_timeout = idle_timeout;
         self
     }
+
+    /// The cap on the number of keys.
+    pub const fn get_max_keys(&self) -> usize {
+        self.max_keys
+    }
+
+    /// The idle timeout, if keys are evicted when idle.
+    pub const fn get_idle_timeout(&self) -> Option<Duration> {
+        self.idle_timeout
+    }
 }
 
 impl Default for KeyedStateConfig {

@@ -45,6 +45,7 @@ where
     S::Error: Into<BoxError>,
     B: Clone + 'static,
 {
+    #[inline]
     pub(crate) fn new(inner: Inner<S, B>, watch: Option<Arc<Shared>>) -> Self {
         ResponseFuture { inner, watch }
     }

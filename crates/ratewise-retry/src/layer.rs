@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use http::{HeaderName, StatusCode};
@@ -235,6 +235,7 @@ impl RetryLayerBuilder {
                 classify: self.classify,
                 budget: self.budget,
                 rng: Mutex::new(rng),
+                attempts_counter: OnceLock::new(),
             }),
         })
     }

@@ -31,7 +31,9 @@
 //!
 //! Every retry emits a `tracing` event (target `ratewise_retry`, fields `attempt`, `reason`,
 //! `status`, `error_class`, `delay_ms`, `delay_source`) and the counters of
-//! [`metric_names`](ratewise_core::metric_names) `RETRY_*`.
+//! [`metric_names`](ratewise_core::metric_names) `RETRY_*`. The per-attempt counter
+//! (`ratewise_retry_attempts_total`) is registered with the `metrics` recorder at a layer's
+//! first request and then held, so install the recorder before sending requests.
 //!
 //! # Example
 //!

@@ -4,7 +4,7 @@
 use std::any::Any;
 use std::fmt;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode};
@@ -98,6 +98,10 @@ pub(crate) struct Shared {
     pub(crate) classify: Box<dyn ClassifyError>,
     pub(crate) budget: RetryBudget,
     pub(crate) rng: Mutex<Box<dyn rand::Rng + Send>>,
+    /// The attempts counter, registered with the `metrics` recorder at the first attempt and
+    /// then held: the facade's per-call registration costs more than the rest of the
+    /// no-retry path.
+    pub(crate) attempts_counter: OnceLock<metrics::Counter>,
 }
 
 impl fmt::Debug for Shared {
@@ -392,7 +396,10 @@ where
     }
 
     fn clone_request(&mut self, request: &Request<B>) -> Option<Request<B>> {
-        metrics::counter!(RETRY_ATTEMPTS_TOTAL).increment(1);
+        self.shared
+            .attempts_counter
+            .get_or_init(|| metrics::counter!(RETRY_ATTEMPTS_TOTAL))
+            .increment(1);
         if self.session.attempts == 0 {
             // A new session. tower calls this on the service's own policy and then clones the
             // policy into the response future, so every session field is (re)set here.

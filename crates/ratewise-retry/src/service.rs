@@ -108,6 +108,7 @@ where
         self.inner.poll_ready(cx)
     }
 
+    #[inline]
     fn call(&mut self, request: Request<B>) -> Self::Future {
         // Requests that will not be retried are watched, so a retryable failure of one is
         // counted as `given_up{reason="not_idempotent"}`.

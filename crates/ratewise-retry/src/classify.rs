@@ -73,7 +73,9 @@ where
 /// - `ConnectionLost`: `ConnectionReset`, `ConnectionAborted`, `BrokenPipe`, `NotConnected`,
 ///   `UnexpectedEof`; with `hyper-util`, `hyper::Error::is_incomplete_message()`.
 /// - `Timeout`: `io::ErrorKind::TimedOut` and `tower::timeout::error::Elapsed`.
-/// - everything else is `Fatal`.
+/// - everything else is `Fatal`, including the refusals of lower ratewise layers
+///   (`PaceWaitTooLong`, `AdaptWaitTooLong`, `CircuitOpen`): they already say that waiting is
+///   not worth it, so retrying them at once would only spin.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SafeTransportErrors;
 

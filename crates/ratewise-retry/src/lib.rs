@@ -96,6 +96,10 @@
 //!   service's readiness on a clone before each retry and drops the failed response (and its
 //!   body, releasing the connection) before the backoff starts. The layer only adds a thin
 //!   error conversion to `BoxError` and a named response future.
+//! - **Server delays are used as given**: never shortened, and only lengthened by the optional
+//!   `server_delay_jitter`. AWS's 2026 rule clamps the server's delay to
+//!   `[backoff, backoff + 5 s]`, which retries early whenever the server asked for more than
+//!   the backoff plus 5 s; an exact `Retry-After` never does, and `max_wait` bounds it instead.
 //! - **Budget**: tower's `TpsBudget` is not used; see [`RetryBudget`] for why (tower#857).
 //! - **Allocation**: like every retry layer built on `Policy::clone_request`, each retryable
 //!   request is copied once before it is first sent (the header map is cloned); requests that

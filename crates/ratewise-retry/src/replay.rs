@@ -61,7 +61,14 @@ pub const DEFAULT_REPLAY_CAP: usize = 64 * 1024;
 /// # Memory
 ///
 /// At most `cap` bytes of data frames (plus the trailers) are kept per request, and only until
-/// the last clone is dropped.
+/// the last clone is dropped. Wrap only requests the layer may retry: a POST without an
+/// idempotency key is sent once, and buffering its body would be wasted.
+///
+/// # Cancel safety
+///
+/// Dropping a clone while it is being sent (the attempt was cancelled, or the client dropped
+/// the body after an early response) hands the original body and the buffer back, so the next
+/// clone replays what was sent and continues from where the original stopped.
 pub struct ReplayBody {
     shared: Arc<Shared>,
     /// The shared state, taken out of `shared` while this handle is being sent.

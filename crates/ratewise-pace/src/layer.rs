@@ -384,7 +384,8 @@ impl<L> PaceHandle<L> {
 impl<L: RateLimiter> PaceHandle<L> {
     /// A cooldown: `key` admits nothing before `until` (see [`RateLimiter::drain`]). Waiters
     /// keep their order and are admitted from `until` on; those whose `max_wait` or deadline
-    /// comes first fail with [`PaceWaitTooLong`](ratewise_core::PaceWaitTooLong).
+    /// comes first fail with [`PaceWaitTooLong`](ratewise_core::PaceWaitTooLong). Does
+    /// nothing for a key that is not paced.
     ///
     /// # Errors
     ///

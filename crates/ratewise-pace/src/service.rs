@@ -33,6 +33,12 @@ pub struct Pace<S, L, K, C> {
 }
 
 impl<S, L, K, C> Pace<S, L, K, C> {
+    /// Wraps `inner` with the pacing of `layer` (sharing its state), like
+    /// [`Layer::layer`](tower_layer::Layer::layer).
+    pub fn new(inner: S, layer: &crate::PaceLayer<L, K, C>) -> Self {
+        tower_layer::Layer::layer(layer, inner)
+    }
+
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner

@@ -10,7 +10,9 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use http::{HeaderMap, HeaderValue, Request, Response};
+use std::time::SystemTime;
+
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
 use ratewise_adapt::AdaptLayer;
 use tower::{Layer, Service};
 
@@ -58,9 +60,8 @@ where
     S::Error: std::fmt::Debug,
 {
     assert!(service.poll_ready(cx).is_ready());
-    let request = Request::get("https://api.github.com/repos/a/b")
-        .body(())
-        .unwrap();
+    let mut request = Request::new(());
+    *request.uri_mut() = Uri::from_static("https://api.github.com/repos/a/b");
     let future = pin!(service.call(request));
     match future.poll(cx) {
         Poll::Ready(Ok(response)) => {
@@ -84,9 +85,32 @@ fn overhead(c: &mut Criterion) {
     let mut group = c.benchmark_group("adapt_overhead");
     let mut bare = no_op.clone();
     group.bench_function("bare_service", |b| b.iter(|| one(&mut bare, &mut cx)));
+    let headers = no_op.headers.clone();
     let mut adapted = AdaptLayer::new().layer(no_op);
     group.bench_function("adapt_layer_github_headers", |b| {
         b.iter(|| one(&mut adapted, &mut cx))
+    });
+    // The parser's share of the above (ratewise-headers, run once per response).
+    group.bench_function("parse_github_headers", |b| {
+        b.iter(|| {
+            black_box(ratewise_headers::parse(
+                StatusCode::OK,
+                black_box(&headers),
+                SystemTime::now(),
+            ))
+        })
+    });
+    // A server that sends no rate-limit headers: the layer's own bookkeeping only.
+    let quiet = NoOp {
+        headers: HeaderMap::new(),
+    };
+    let mut bare_quiet = quiet.clone();
+    group.bench_function("bare_service_no_headers", |b| {
+        b.iter(|| one(&mut bare_quiet, &mut cx))
+    });
+    let mut adapted_quiet = AdaptLayer::new().layer(quiet);
+    group.bench_function("adapt_layer_no_headers", |b| {
+        b.iter(|| one(&mut adapted_quiet, &mut cx))
     });
     group.finish();
 }

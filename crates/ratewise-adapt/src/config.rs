@@ -137,8 +137,11 @@ impl AdaptConfig {
         self
     }
 
-    /// The longest a request waits in this layer (default 60 s); a longer wait fails fast with
-    /// [`AdaptWaitTooLong`](crate::AdaptWaitTooLong). Must be non-zero.
+    /// The longest wait the layer accepts (default 60 s): a cooldown or reset further away than
+    /// this fails fast with [`AdaptWaitTooLong`](crate::AdaptWaitTooLong) carrying the server's
+    /// `retry_after`, and a wait for a response (slow start) gives up after this long. Each wait
+    /// is capped on its own; bound a request's total time with a
+    /// [`Deadline`](ratewise_core::Deadline). Must be non-zero.
     pub fn max_wait(mut self, max_wait: Duration) -> Self {
         self.max_wait = max_wait;
         self

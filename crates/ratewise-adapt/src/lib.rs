@@ -35,9 +35,9 @@
 //!   its 429s alone with the AWS SDK adaptive algorithm (CUBIC: `rate = 0.7 x W_max` on a
 //!   throttle, `0.4 (t - K)^3 + W_max` after), per key; the rate is seeded from the headers when
 //!   a server that sent some stops. [`AdaptLayer::learned_rate`] reports it.
-//! - **bounded waits**: no request waits longer than [`max_wait`](AdaptConfig::max_wait) (default 60 s)
-//!   nor past its [`Deadline`](ratewise_core::Deadline); it fails fast with
-//!   [`AdaptWaitTooLong`] carrying `retry_after` instead.
+//! - **bounded waits**: a wait longer than [`max_wait`](AdaptConfig::max_wait) (default 60 s)
+//!   or past the request's [`Deadline`](ratewise_core::Deadline) is not started: the request
+//!   fails fast with [`AdaptWaitTooLong`] carrying `retry_after` instead.
 //!
 //! Keys never block each other: each key has its own small lock, held for a few
 //! comparisons, never across an await.

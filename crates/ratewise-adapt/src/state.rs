@@ -148,7 +148,14 @@ struct Inner {
     adaptive: AdaptiveRate,
     /// Last learned rate published as a gauge, in half-second steps of the clock.
     rate_published_at: f64,
+    /// Sequence numbers of recently cancelled reservations, so that a response does not count
+    /// them among the requests sent after it (oldest dropped first when full: conservative).
+    cancelled: [u64; MAX_CANCELLED],
+    cancelled_len: usize,
 }
+
+/// Cancelled reservations remembered per key.
+const MAX_CANCELLED: usize = 16;
 
 /// A snapshot of one learned policy (see [`KeySnapshot`](crate::KeySnapshot)).
 pub(crate) struct SlotView {
@@ -175,6 +182,8 @@ impl KeyState {
                 spread_next: None,
                 adaptive: AdaptiveRate::new(shared.seconds(Instant::now())),
                 rate_published_at: f64::NEG_INFINITY,
+                cancelled: [0; MAX_CANCELLED],
+                cancelled_len: 0,
             }),
             notify: Arc::new(Notify::new()),
         }
@@ -330,6 +339,7 @@ impl KeyState {
                     slot.available = slot.available.saturating_add(1);
                 }
             }
+            inner.remember_cancelled(seq);
         }
         let waiters = inner.waiters;
         drop(inner);
@@ -408,7 +418,11 @@ impl KeyState {
         let in_flight = i64::from(inner.in_flight);
         // The requests reserved after this one: not counted in the server's remaining yet.
         let after = if same_state {
-            i64::try_from(current_seq.saturating_sub(seq)).unwrap_or(i64::MAX)
+            let cancelled_after = inner.cancelled().iter().filter(|&&c| c > seq).count();
+            let after = current_seq
+                .saturating_sub(seq)
+                .saturating_sub(cancelled_after as u64);
+            i64::try_from(after).unwrap_or(i64::MAX)
         } else {
             in_flight
         };
@@ -516,6 +530,7 @@ impl KeyState {
                 index += 1;
             }
         }
+        inner.forget_cancelled();
         // A refusal without any usable timing on a key with learned policies: the server's
         // count is spent (GitHub: "remaining 0 and no retry-after: wait until the reset").
         if observation.rate_limited && observation.cooldown().is_none() && !learned_any {
@@ -603,6 +618,35 @@ impl Inner {
 
     fn slots_mut(&mut self) -> &mut [Slot] {
         &mut self.slots[..self.slot_count]
+    }
+
+    fn cancelled(&self) -> &[u64] {
+        &self.cancelled[..self.cancelled_len]
+    }
+
+    fn remember_cancelled(&mut self, seq: u64) {
+        if self.cancelled_len == MAX_CANCELLED {
+            self.cancelled.copy_within(1.., 0);
+            self.cancelled_len -= 1;
+        }
+        self.cancelled[self.cancelled_len] = seq;
+        self.cancelled_len += 1;
+    }
+
+    /// Drops cancelled sequence numbers that no future response can count any more.
+    fn forget_cancelled(&mut self) {
+        let Some(oldest_info) = self.slots().iter().map(|slot| slot.info_seq).min() else {
+            self.cancelled_len = 0;
+            return;
+        };
+        let mut kept = 0;
+        for index in 0..self.cancelled_len {
+            if self.cancelled[index] > oldest_info {
+                self.cancelled[kept] = self.cancelled[index];
+                kept += 1;
+            }
+        }
+        self.cancelled_len = kept;
     }
 }
 
@@ -779,5 +823,94 @@ mod tests {
         assert!(route_b.resolve().try_reserve(&shared, now).is_ok());
         assert!(route_a.resolve().try_reserve(&shared, now).is_ok());
         assert!(route_b.resolve().try_reserve(&shared, now).is_err());
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// A caller asks to send.
+        Reserve,
+        /// The server processes the oldest undelivered request and the client gets the answer.
+        Deliver,
+        /// A caller drops an undelivered request (index among the undelivered, modulo).
+        Cancel(usize),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            3 => Just(Op::Reserve),
+            2 => Just(Op::Deliver),
+            1 => any::<usize>().prop_map(Op::Cancel),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Against a server with one window of `limit` that processes requests in the order
+        /// they were reserved, whatever the interleaving of reservations, answers and
+        /// cancellations: the client never sends a request the server must refuse, and once
+        /// everything is answered, a refused reservation means the quota is really spent.
+        #[test]
+        fn never_oversends_and_wastes_nothing(
+            limit in 1u64..40,
+            ops in proptest::collection::vec(op(), 1..300),
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+            let _guard = runtime.enter();
+            let shared = shared(AdaptConfig::new().slow_start(3));
+            let state = state(&shared);
+            let now = Instant::now();
+            let mut server_remaining = limit;
+            let mut undelivered: std::collections::VecDeque<u64> = Default::default();
+            let mut refused = 0;
+            for op in ops {
+                match op {
+                    Op::Reserve => {
+                        if let Ok(seq) = state.try_reserve(&shared, now) {
+                            undelivered.push_back(seq);
+                        }
+                    }
+                    Op::Deliver => {
+                        if let Some(seq) = undelivered.pop_front() {
+                            let mut observation = observation(0, 3600);
+                            if server_remaining == 0 {
+                                refused += 1;
+                                observation.rate_limited = true;
+                            } else {
+                                server_remaining -= 1;
+                            }
+                            observation.policies[0].limit = Some(limit);
+                            observation.policies[0].remaining = Some(server_remaining);
+                            state.complete(&state, seq, &observation, None, &shared, now);
+                        }
+                    }
+                    Op::Cancel(index) => {
+                        if !undelivered.is_empty() {
+                            let seq = undelivered.remove(index % undelivered.len()).unwrap();
+                            state.release(seq, false);
+                        }
+                    }
+                }
+                proptest::prop_assert_eq!(state.in_flight() as usize, undelivered.len());
+            }
+            // Slow start sends at most 3 before the server has said anything.
+            proptest::prop_assert!(refused <= 3usize.saturating_sub(limit as usize),
+                "{} refused with limit {}", refused, limit);
+            // Answer everything, then the layer uses exactly what is left.
+            while let Some(seq) = undelivered.pop_front() {
+                let mut observation = observation(0, 3600);
+                server_remaining = server_remaining.saturating_sub(1);
+                observation.policies[0].limit = Some(limit);
+                observation.policies[0].remaining = Some(server_remaining);
+                state.complete(&state, seq, &observation, None, &shared, now);
+            }
+            if state.slot_views(now).first().and_then(|slot| slot.remaining).is_some() {
+                let mut granted = 0;
+                while state.try_reserve(&shared, now).is_ok() {
+                    granted += 1;
+                    proptest::prop_assert!(granted <= limit, "granted past the limit");
+                }
+                proptest::prop_assert_eq!(granted, server_remaining);
+            }
+        }
     }
 }

@@ -39,6 +39,7 @@ pin_project_lite::pin_project! {
         state: State<F, S, Req>,
         shared: Arc<Shared>,
         route: Arc<KeyState>,
+        segment: u64,
     }
 }
 
@@ -87,6 +88,7 @@ impl<F, S, Req> ResponseFuture<F, S, Req> {
         future: F,
         shared: Arc<Shared>,
         route: Arc<KeyState>,
+        segment: u64,
         reserved_on: Arc<KeyState>,
         seq: u64,
     ) -> Self {
@@ -100,6 +102,7 @@ impl<F, S, Req> ResponseFuture<F, S, Req> {
             },
             shared,
             route,
+            segment,
         }
     }
 
@@ -109,6 +112,7 @@ impl<F, S, Req> ResponseFuture<F, S, Req> {
         request: Req,
         shared: Arc<Shared>,
         route: Arc<KeyState>,
+        segment: u64,
         key: Key,
         deadline: Option<Deadline>,
         started: Instant,
@@ -129,6 +133,7 @@ impl<F, S, Req> ResponseFuture<F, S, Req> {
             },
             shared,
             route,
+            segment,
         }
     }
 }
@@ -157,7 +162,7 @@ where
                     mut sleep,
                     mut notified,
                 } => {
-                    let state = this.route.resolve();
+                    let state = this.route.resolve(*this.segment);
                     if waiter
                         .as_ref()
                         .is_none_or(|guard| !Arc::ptr_eq(&guard.state, &state))
@@ -248,9 +253,14 @@ where
                     let (reserved_on, seq) = reservation.take();
                     if let Some(reserved_on) = reserved_on {
                         match &result {
-                            Ok(response) => {
-                                learn(this.shared, this.route, &reserved_on, seq, response)
-                            }
+                            Ok(response) => learn(
+                                this.shared,
+                                this.route,
+                                *this.segment,
+                                &reserved_on,
+                                seq,
+                                response,
+                            ),
                             Err(_) => reserved_on.release(seq, true),
                         }
                     }
@@ -267,6 +277,7 @@ where
 fn learn<B>(
     shared: &Shared,
     route: &Arc<KeyState>,
+    segment: u64,
     reserved_on: &Arc<KeyState>,
     seq: u64,
     response: &Response<B>,
@@ -280,7 +291,15 @@ fn learn<B>(
     let now = Instant::now();
     let info = ratewise_headers::parse(response.status(), headers, shared.wall_clock(now));
     let observation = Observation::from_info(&info, route.key());
-    route.complete(reserved_on, seq, &observation, info.bucket(), shared, now);
+    route.complete(
+        reserved_on,
+        seq,
+        &observation,
+        info.bucket(),
+        segment,
+        shared,
+        now,
+    );
 }
 
 fn record_wait(key: &Key, reason: WaitReason, waited: Duration) {

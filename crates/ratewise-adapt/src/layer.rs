@@ -47,10 +47,11 @@ impl AdaptLayer {
     }
 
     /// The state that requests of `key` count against: the key's own, or the server-declared
-    /// bucket it was found to share; `key` may also name a bucket (`"<host> bucket:<id>"`).
+    /// bucket it was last found to share; `key` may also name a bucket
+    /// (`"<host> bucket:<id>"`).
     fn state(&self, key: &Key) -> Option<Arc<KeyState>> {
         match self.shared.routes.get(key) {
-            Some(route) => Some(route.resolve()),
+            Some(route) => Some(route.resolve_latest()),
             None => self.shared.buckets.get(key),
         }
     }

@@ -28,9 +28,10 @@
 //!   `Retry-After` on a successful response is not a refusal. A global refusal (Discord
 //!   `X-RateLimit-Global`) cools down every key of the layer.
 //! - **server buckets**: when a response declares its bucket (Discord `X-RateLimit-Bucket`,
-//!   GitHub `x-ratelimit-resource`), the route is remembered as part of that bucket, so the
-//!   next requests of every route the server put in one bucket count against one state,
-//!   before they are sent.
+//!   GitHub `x-ratelimit-resource`), the route key remembers it for the first segment of the
+//!   request's path, so the next requests of every route the server put in one bucket count
+//!   against one state, before they are sent. With zero configuration this keeps GitHub's
+//!   `/search` (resource `search`) and `/repos` (resource `core`) apart under one host key.
 //! - **header-less servers**: a key whose server sends no rate-limit headers learns a rate from
 //!   its 429s alone with the AWS SDK adaptive algorithm (CUBIC: `rate = 0.7 x W_max` on a
 //!   throttle, `0.4 (t - K)^3 + W_max` after), per key; the rate is seeded from the headers when

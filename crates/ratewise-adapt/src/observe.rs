@@ -81,6 +81,18 @@ impl Observation {
     }
 }
 
+/// A hash of the first segment of `path` (`"search"` for `/search/code`): the part of a
+/// route key's paths that a server-declared bucket is remembered for. FNV-1a: no allocation,
+/// a few nanoseconds.
+pub(crate) fn path_segment(path: &str) -> u64 {
+    let segment = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    segment
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        })
+}
+
 /// Whether a response came from a cache (`Age > 0`): its rate-limit fields describe the past.
 pub(crate) fn is_cached(headers: &http::HeaderMap) -> bool {
     headers

@@ -10,6 +10,7 @@ use tower_service::Service;
 
 use crate::future::ResponseFuture;
 use crate::layer::AdaptLayer;
+use crate::observe::path_segment;
 use crate::state::{KeyState, Shared};
 
 /// Holds requests back so that each key stays within the limits its server declares; made by
@@ -88,13 +89,14 @@ where
         let route = shared
             .routes
             .get_or_insert_with(&key, || KeyState::new(key.clone(), host_of(&parts), shared));
+        let segment = path_segment(parts.uri.path());
         let request = Request::from_parts(parts, body);
-        let state = route.resolve();
+        let state = route.resolve(segment);
         let now = Instant::now();
         match state.try_reserve(shared, now) {
             Ok(seq) => {
                 let future = self.inner.call(request);
-                ResponseFuture::in_flight(future, Arc::clone(shared), route, state, seq)
+                ResponseFuture::in_flight(future, Arc::clone(shared), route, segment, state, seq)
             }
             Err(wait) => {
                 // Wait in the future with the readied inner service; leave a clone here.
@@ -105,6 +107,7 @@ where
                     request,
                     Arc::clone(shared),
                     route,
+                    segment,
                     key,
                     deadline,
                     now,

@@ -135,8 +135,10 @@ struct Slot {
 
 #[derive(Debug)]
 struct Inner {
-    /// The bucket the server declared for this route: (hash of its name, its state).
-    alias: Option<(u64, Arc<KeyState>)>,
+    /// The buckets the server declared for this route, by the first segment of the path.
+    aliases: [Option<Alias>; MAX_ALIASES],
+    /// The alias set last (replaced first when all are taken).
+    last_alias: usize,
     seq: u64,
     in_flight: u32,
     responses: u64,
@@ -157,6 +159,17 @@ struct Inner {
 /// Cancelled reservations remembered per key.
 const MAX_CANCELLED: usize = 16;
 
+/// Server-declared buckets remembered per route key.
+const MAX_ALIASES: usize = 8;
+
+/// A route's path segment that the server put in a bucket.
+#[derive(Debug)]
+struct Alias {
+    segment: u64,
+    bucket: u64,
+    state: Arc<KeyState>,
+}
+
 /// A snapshot of one learned policy (see [`KeySnapshot`](crate::KeySnapshot)).
 pub(crate) struct SlotView {
     pub(crate) limit: Option<u64>,
@@ -171,7 +184,8 @@ impl KeyState {
             key,
             namespace: namespace.into(),
             inner: Mutex::new(Inner {
-                alias: None,
+                aliases: Default::default(),
+                last_alias: 0,
                 seq: 0,
                 in_flight: 0,
                 responses: 0,
@@ -200,10 +214,27 @@ impl KeyState {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The state requests of this route count against: the server-declared bucket once known.
-    pub(crate) fn resolve(self: &Arc<Self>) -> Arc<KeyState> {
-        match &self.lock().alias {
-            Some((_, bucket)) => Arc::clone(bucket),
+    /// The state requests of this route whose path starts with `segment` (a hash, see
+    /// [`path_segment`](crate::observe::path_segment)) count against: the server-declared
+    /// bucket once known, else the route's own.
+    pub(crate) fn resolve(self: &Arc<Self>, segment: u64) -> Arc<KeyState> {
+        let inner = self.lock();
+        match inner
+            .aliases
+            .iter()
+            .flatten()
+            .find(|alias| alias.segment == segment)
+        {
+            Some(alias) => Arc::clone(&alias.state),
+            None => Arc::clone(self),
+        }
+    }
+
+    /// The bucket this route was last found to share, else the route's own state.
+    pub(crate) fn resolve_latest(self: &Arc<Self>) -> Arc<KeyState> {
+        let inner = self.lock();
+        match &inner.aliases[inner.last_alias] {
+            Some(alias) => Arc::clone(&alias.state),
             None => Arc::clone(self),
         }
     }
@@ -350,18 +381,21 @@ impl KeyState {
     ///
     /// `self` is the route's state; the observation lands on the bucket the response declares,
     /// or on the state the request was reserved on.
+    // One call per response, from one place; a parameter struct would only rename these.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn complete(
         self: &Arc<Self>,
         reserved_on: &Arc<KeyState>,
         seq: u64,
         observation: &Observation,
         bucket_name: Option<&str>,
+        segment: u64,
         shared: &Shared,
         now: Instant,
     ) {
         reserved_on.release(seq, true);
         let target = match (observation.bucket, bucket_name) {
-            (Some(bucket), Some(name)) => self.bucket_state(bucket, name, shared),
+            (Some(bucket), Some(name)) => Some(self.bucket_state(segment, bucket, name, shared)),
             _ => None,
         };
         match target {
@@ -375,17 +409,24 @@ impl KeyState {
 
     /// The state of the server-declared bucket `name` (hash `bucket`), remembered as this
     /// route's alias so the next requests of the route count against it before they are sent.
+    ///
+    /// Aliases are kept per first path segment, so one route key whose paths the server puts in
+    /// different buckets (GitHub's `/search` and `/repos` under one host key) keeps them apart.
     fn bucket_state(
         self: &Arc<Self>,
+        segment: u64,
         bucket: u64,
         name: &str,
         shared: &Shared,
-    ) -> Option<Arc<Self>> {
+    ) -> Arc<Self> {
         let mut inner = self.lock();
-        if let Some((known, state)) = &inner.alias
-            && *known == bucket
+        if let Some(alias) = inner
+            .aliases
+            .iter()
+            .flatten()
+            .find(|alias| alias.segment == segment && alias.bucket == bucket)
         {
-            return Some(Arc::clone(state));
+            return Arc::clone(&alias.state);
         }
         drop(inner);
         let key = Key::from(format!("{} bucket:{}", self.namespace, name));
@@ -394,12 +435,22 @@ impl KeyState {
             .get_or_insert_with(&key, || KeyState::new(key.clone(), &self.namespace, shared));
         tracing::debug!(route = %self.key, bucket = %key, "adapt: route shares a server-declared bucket");
         inner = self.lock();
-        inner.alias = Some((bucket, Arc::clone(&state)));
+        let index = inner
+            .aliases
+            .iter()
+            .position(|alias| alias.as_ref().is_none_or(|alias| alias.segment == segment))
+            .unwrap_or((inner.last_alias + 1) % MAX_ALIASES);
+        inner.aliases[index] = Some(Alias {
+            segment,
+            bucket,
+            state: Arc::clone(&state),
+        });
+        inner.last_alias = index;
         let waiters = inner.waiters;
         drop(inner);
         // Waiters of the route re-resolve to the bucket.
         self.wake(waiters);
-        Some(state)
+        state
     }
 
     /// Learns from one response. `same_state`: `seq` is a sequence number of this state.
@@ -686,7 +737,7 @@ mod tests {
         let first = state.try_reserve(&shared, now).unwrap();
         let wait = state.try_reserve(&shared, now).unwrap_err();
         assert_eq!(wait.reason, WaitReason::SlowStart);
-        state.complete(&state, first, &observation(5, 30), None, &shared, now);
+        state.complete(&state, first, &observation(5, 30), None, 0, &shared, now);
         let granted = (0..16)
             .filter(|_| state.try_reserve(&shared, now).is_ok())
             .count();
@@ -702,19 +753,19 @@ mod tests {
         let state = state(&shared);
         let now = Instant::now();
         let first = state.try_reserve(&shared, now).unwrap();
-        state.complete(&state, first, &observation(10, 30), None, &shared, now);
+        state.complete(&state, first, &observation(10, 30), None, 0, &shared, now);
         let seqs: Vec<u64> = (0..4)
             .map(|_| state.try_reserve(&shared, now).unwrap())
             .collect();
         // The server counted the first two of the four; the later two are still on their way.
-        state.complete(&state, seqs[1], &observation(8, 30), None, &shared, now);
+        state.complete(&state, seqs[1], &observation(8, 30), None, 0, &shared, now);
         // 8 left minus the 2 reserved after seqs[1]: 6 more may go.
         let granted = (0..10)
             .filter(|_| state.try_reserve(&shared, now).is_ok())
             .count();
         assert_eq!(granted, 6);
         // A late response of an older request does not raise the budget again.
-        state.complete(&state, seqs[0], &observation(9, 30), None, &shared, now);
+        state.complete(&state, seqs[0], &observation(9, 30), None, 0, &shared, now);
         assert!(state.try_reserve(&shared, now).is_err());
     }
 
@@ -724,7 +775,7 @@ mod tests {
         let state = state(&shared);
         let now = Instant::now();
         let first = state.try_reserve(&shared, now).unwrap();
-        state.complete(&state, first, &observation(2, 30), None, &shared, now);
+        state.complete(&state, first, &observation(2, 30), None, 0, &shared, now);
         let a = state.try_reserve(&shared, now).unwrap();
         let _b = state.try_reserve(&shared, now).unwrap();
         assert!(state.try_reserve(&shared, now).is_err());
@@ -740,7 +791,7 @@ mod tests {
         let state = state(&shared);
         let start = Instant::now();
         let first = state.try_reserve(&shared, start).unwrap();
-        state.complete(&state, first, &observation(15, 10), None, &shared, start);
+        state.complete(&state, first, &observation(15, 10), None, 0, &shared, start);
         // Margin ceil(100 * 0.1) = 10: 5 of the 15 may go.
         let granted: Vec<u64> = (0..20)
             .filter_map(|_| state.try_reserve(&shared, start).ok())
@@ -756,7 +807,7 @@ mod tests {
             state.try_reserve(&shared, later).unwrap_err().reason,
             WaitReason::SlowStart
         );
-        state.complete(&state, probe, &observation(99, 60), None, &shared, later);
+        state.complete(&state, probe, &observation(99, 60), None, 0, &shared, later);
         let granted = (0..100)
             .filter(|_| state.try_reserve(&shared, later).is_ok())
             .count();
@@ -771,12 +822,12 @@ mod tests {
         let first = state.try_reserve(&shared, now).unwrap();
         let mut ok = observation(50, 30);
         ok.retry_after = Some(Duration::from_secs(5));
-        state.complete(&state, first, &ok, None, &shared, now);
+        state.complete(&state, first, &ok, None, 0, &shared, now);
         let second = state.try_reserve(&shared, now).unwrap();
         let mut refusal = observation(0, 30);
         refusal.rate_limited = true;
         refusal.retry_after = Some(Duration::from_secs(7));
-        state.complete(&state, second, &refusal, None, &shared, now);
+        state.complete(&state, second, &refusal, None, 0, &shared, now);
         let wait = state.try_reserve(&shared, now).unwrap_err();
         assert_eq!(wait.reason, WaitReason::Cooldown);
         assert_eq!(wait.until, Some(now + Duration::from_secs(7)));
@@ -797,7 +848,7 @@ mod tests {
             ..Observation::default()
         };
         refusal.policy_count = 0;
-        a.complete(&a, seq, &refusal, None, &shared, now);
+        a.complete(&a, seq, &refusal, None, 0, &shared, now);
         let wait = b.try_reserve(&shared, now).unwrap_err();
         assert_eq!(wait.until, Some(now + Duration::from_secs(3)));
         assert!(b.try_reserve(&shared, now + Duration::from_secs(3)).is_ok());
@@ -812,17 +863,17 @@ mod tests {
         let mut declared = observation(3, 30);
         declared.bucket = Some(Observation::bucket_id("abcd"));
         let a = route_a.try_reserve(&shared, now).unwrap();
-        route_a.complete(&route_a, a, &declared, Some("abcd"), &shared, now);
+        route_a.complete(&route_a, a, &declared, Some("abcd"), 0, &shared, now);
         let b = route_b.try_reserve(&shared, now).unwrap();
-        route_b.complete(&route_b, b, &declared, Some("abcd"), &shared, now);
-        let bucket = route_a.resolve();
-        assert!(Arc::ptr_eq(&bucket, &route_b.resolve()));
+        route_b.complete(&route_b, b, &declared, Some("abcd"), 0, &shared, now);
+        let bucket = route_a.resolve(0);
+        assert!(Arc::ptr_eq(&bucket, &route_b.resolve(0)));
         assert_eq!(bucket.key().as_str(), "host bucket:abcd");
         // Three remaining in the shared bucket, whichever route asks.
-        assert!(route_a.resolve().try_reserve(&shared, now).is_ok());
-        assert!(route_b.resolve().try_reserve(&shared, now).is_ok());
-        assert!(route_a.resolve().try_reserve(&shared, now).is_ok());
-        assert!(route_b.resolve().try_reserve(&shared, now).is_err());
+        assert!(route_a.resolve(0).try_reserve(&shared, now).is_ok());
+        assert!(route_b.resolve(0).try_reserve(&shared, now).is_ok());
+        assert!(route_a.resolve(0).try_reserve(&shared, now).is_ok());
+        assert!(route_b.resolve(0).try_reserve(&shared, now).is_err());
     }
 
     #[derive(Clone, Debug)]
@@ -880,7 +931,7 @@ mod tests {
                             }
                             observation.policies[0].limit = Some(limit);
                             observation.policies[0].remaining = Some(server_remaining);
-                            state.complete(&state, seq, &observation, None, &shared, now);
+                            state.complete(&state, seq, &observation, None, 0, &shared, now);
                         }
                     }
                     Op::Cancel(index) => {
@@ -901,7 +952,7 @@ mod tests {
                 server_remaining = server_remaining.saturating_sub(1);
                 observation.policies[0].limit = Some(limit);
                 observation.policies[0].remaining = Some(server_remaining);
-                state.complete(&state, seq, &observation, None, &shared, now);
+                state.complete(&state, seq, &observation, None, 0, &shared, now);
             }
             if state.slot_views(now).first().and_then(|slot| slot.remaining).is_some() {
                 let mut granted = 0;

@@ -418,3 +418,57 @@ async fn waits_beyond_max_wait_fail_fast() -> Result<(), BoxError> {
     );
     Ok(())
 }
+
+/// GitHub with zero configuration: one host key, but `/search` and `/repos` are different
+/// server resources (`search`, `core`) with different limits. The layer remembers the resource
+/// per path segment, so each uses its own quota fully and neither slows the other.
+#[tokio::test(start_paused = true)]
+async fn github_resources_under_one_host_key_stay_apart() {
+    let period = Duration::from_secs(30);
+    let windows = 10u32;
+    let api = MockApi::new(
+        MockConfig::new()
+            .endpoint(
+                EndpointConfig::new("/search")
+                    .quota(Quota::fixed_window(10, period).name("search"))
+                    .dialect(Dialect::GitHub)
+                    .latency(Duration::from_millis(20)),
+            )
+            .endpoint(
+                EndpointConfig::new("/repos")
+                    .quota(Quota::fixed_window(300, period).name("core"))
+                    .dialect(Dialect::GitHub)
+                    .latency(Duration::from_millis(20)),
+            ),
+    );
+    let layer = AdaptLayer::new();
+    let search = {
+        let (api, layer) = (api.clone(), layer.clone());
+        tokio::spawn(
+            async move { drive(&api, &layer, 16, &["/search/code"], period * windows).await },
+        )
+    };
+    let repos = drive(&api, &layer, 16, &["/repos/a/b"], period * windows).await;
+    assert_eq!(search.await.unwrap(), 0);
+    assert_eq!(repos, 0);
+    let log = api.requests();
+    for (endpoint, limit) in [("/search", 10usize), ("/repos", 300)] {
+        let entries: Vec<LoggedRequest> = log
+            .iter()
+            .filter(|entry| entry.endpoint.as_deref() == Some(endpoint))
+            .cloned()
+            .collect();
+        let counts = per_window(&entries, period, windows as usize);
+        let admitted: usize = counts.iter().map(|(ok, _)| ok).sum();
+        let ratio = admitted as f64 / (limit * windows as usize) as f64;
+        println!("{endpoint}: {ratio:.4} {counts:?}");
+        assert!(ratio >= 0.95, "{endpoint} at {ratio:.4}");
+        assert!(counts[0].1 <= 1, "{endpoint}: {counts:?}");
+        assert!(
+            counts.iter().skip(1).all(|(_, limited)| *limited == 0),
+            "{endpoint}: {counts:?}"
+        );
+    }
+    let core = layer.snapshot(&Key::new("api.test default")).unwrap();
+    assert!(core.key().as_str().starts_with("api.test bucket:"));
+}

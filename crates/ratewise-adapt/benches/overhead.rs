@@ -100,6 +100,16 @@ fn overhead(c: &mut Criterion) {
             ))
         })
     });
+    let empty = HeaderMap::new();
+    group.bench_function("parse_no_headers", |b| {
+        b.iter(|| {
+            black_box(ratewise_headers::parse(
+                StatusCode::OK,
+                black_box(&empty),
+                SystemTime::now(),
+            ))
+        })
+    });
     // A server that sends no rate-limit headers: the layer's own bookkeeping only.
     let quiet = NoOp {
         headers: HeaderMap::new(),

@@ -47,6 +47,11 @@ fn acquire(c: &mut Criterion) {
     group.bench_function("one_key/ratewise", |b| {
         b.iter(|| black_box(ours.check(black_box(&key), &quota, 1).unwrap()))
     });
+    // The same limiter on ratewise-core's generic KeyedState (`LocalLimiter::with_config`).
+    let on_keyed_state = LocalLimiter::with_config(KeyedStateConfig::new()).unwrap();
+    group.bench_function("one_key/ratewise_on_keyed_state", |b| {
+        b.iter(|| black_box(on_keyed_state.check(black_box(&key), &quota, 1).unwrap()))
+    });
     let direct = governor::RateLimiter::direct(governor_quota());
     group.bench_function("one_key/governor_direct", |b| {
         b.iter(|| black_box(direct.check().is_ok()))
@@ -57,7 +62,7 @@ fn acquire(c: &mut Criterion) {
     });
 
     let many = keys();
-    let ours = LocalLimiter::with_config(KeyedStateConfig::new().max_keys(2 * KEYS)).unwrap();
+    let ours = LocalLimiter::with_max_keys(2 * KEYS);
     let mut i = 0;
     group.bench_function("10k_keys/ratewise", |b| {
         b.iter(|| {

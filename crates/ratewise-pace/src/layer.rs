@@ -68,16 +68,6 @@ impl QuotaTable {
     pub(crate) fn get_ref(&self, key: &Key) -> Option<&Quotas> {
         self.keys.get(key).or(self.default.as_ref())
     }
-
-    /// The longest burst span of any quota in the table.
-    fn max_span(&self) -> Duration {
-        self.keys
-            .values()
-            .chain(self.default.iter())
-            .map(Quotas::max_span)
-            .max()
-            .unwrap_or_default()
-    }
 }
 
 impl fmt::Debug for QuotaTable {
@@ -204,13 +194,10 @@ impl<K: KeyFn> PaceLayer<LocalLimiter, K> {
     /// [`ByRoute`](ratewise_core::ByRoute) over a [`RouteTable`](ratewise_core::RouteTable)),
     /// and `quotas` gives each key its (chained) quotas. Keys without quotas are not paced.
     ///
-    /// The in-memory [`LocalLimiter`] keeps the buckets, with an idle timeout longer than the
-    /// longest burst span in `quotas` (so evicting an idle key never frees quota early); use
-    /// [`limiter`](Self::limiter) for another store.
+    /// The in-memory [`LocalLimiter`] keeps the buckets (at most 100 000 keys, full buckets
+    /// dropped); use [`limiter`](Self::limiter) for another store.
     pub fn keyed(key_fn: K, quotas: QuotaTable) -> Self {
-        let idle = Duration::from_secs(600).max(quotas.max_span().saturating_mul(2));
-        let limiter = LocalLimiter::with_config(KeyedStateConfig::new().idle_timeout(Some(idle)))
-            .expect("a positive idle timeout is valid");
+        let limiter = LocalLimiter::new();
         PaceLayer {
             shared: Arc::new(Shared::new(limiter, quotas)),
             key_fn: Arc::new(key_fn),

@@ -115,6 +115,7 @@ mod queue;
 mod quota;
 mod request;
 mod service;
+mod store;
 
 pub use layer::{PaceConfigError, PaceHandle, PaceLayer, QuotaTable};
 pub use limiter::{CostExceedsBurst, Decision, InvalidQuotaChain, MAX_CHAINED_QUOTAS, RateLimiter};

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::future::{Ready, ready};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ratewise_core::{BoxError, Key, KeyedState, KeyedStateConfig, KeyedStateError};
@@ -12,6 +13,10 @@ use crate::limiter::{
 };
 use crate::loom::{AtomicU64, Mutex, Ordering};
 use crate::quota::Quota;
+use crate::store::BucketMap;
+
+/// The default cap on the keys of a [`LocalLimiter`].
+const DEFAULT_MAX_KEYS: usize = 100_000;
 
 /// The GCRA state of one key: the theoretical arrival time of each chained quota, in
 /// nanoseconds since the limiter's epoch (48 bytes).
@@ -123,6 +128,20 @@ impl Bucket {
     pub(crate) fn tat(&self, index: usize) -> u64 {
         self.tats[index].load(Ordering::Relaxed)
     }
+
+    /// The latest theoretical arrival time of all quotas: the instant the bucket is full.
+    pub(crate) fn latest_tat(&self) -> u64 {
+        self.tats
+            .iter()
+            .map(|tat| tat.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Whether every quota is full at `now`: the bucket then equals a new one.
+    pub(crate) fn is_full(&self, now: u64) -> bool {
+        self.latest_tat() <= now
+    }
 }
 
 /// Checks what every limiter must reject before touching state.
@@ -146,49 +165,100 @@ pub(crate) fn validate(key: &Key, quotas: &[Quota], cost: u32) -> Result<(), Box
 /// The in-memory GCRA limiter: one lock-free bucket per key (an `AtomicU64` theoretical
 /// arrival time per chained quota, updated by compare-and-swap, as in governor).
 ///
-/// Buckets live in a [`KeyedState`]: looking up an existing key takes a shared lock on one of
-/// 16 shards and allocates nothing; the acquire itself is one compare-and-swap for a key with
-/// one quota. Keys with chained quotas take a short per-key lock (never held across an await)
-/// so that the update of all their quotas is all-or-nothing.
+/// Buckets live inline in a map of 16 shards: looking up an existing key hashes it, takes a
+/// shared lock on its shard and allocates nothing; the acquire itself is one
+/// compare-and-swap for a key with one quota. Keys with chained quotas take a short per-key
+/// lock (never held across an await) so that the update of all their quotas is
+/// all-or-nothing.
 ///
 /// Time is tokio's [`Instant`], so pacing follows a paused clock in tests.
 ///
 /// # Idle keys
 ///
-/// A key idle for longer than the configured `idle_timeout` [10 minutes] is evicted and starts
-/// again with a full bucket. That is exact for quotas whose burst span (`burst × period /
-/// count`) is shorter than the idle timeout (the bucket had refilled anyway); for longer ones,
-/// use [`with_config`](Self::with_config) with a longer idle timeout. [`PaceLayer`](crate::PaceLayer)
-/// does this for you from its quota table.
+/// A GCRA bucket knows when it is idle: once every theoretical arrival time has passed, it is
+/// full and equal to a new one. Such buckets are dropped by a sweep (at most once a minute,
+/// during an insert), which never changes a decision, so no "last used" time is kept. Only
+/// when the key cap is reached with every bucket still refilling are the buckets closest to
+/// full evicted (see [`with_max_keys`](Self::with_max_keys)).
 ///
 /// # Memory
 ///
-/// Per key: 48 bytes of bucket plus the [`KeyedState`] overhead (about 80 bytes).
+/// Per key: 48 bytes of bucket, the key (an `Arc<str>` shared with the key function) and the
+/// map's entry overhead (about 24 bytes).
 ///
 /// # Clone
 ///
 /// Clones share the same buckets.
 #[derive(Clone)]
 pub struct LocalLimiter {
-    buckets: KeyedState<Bucket>,
+    store: Store,
     epoch: Instant,
 }
 
-impl LocalLimiter {
-    /// A limiter holding at most 10 000 keys, evicting keys idle for 10 minutes.
-    pub fn new() -> Self {
-        LocalLimiter::with_config(KeyedStateConfig::new())
-            .expect("the default keyed state configuration is valid")
+#[derive(Clone)]
+enum Store {
+    /// The default: buckets inline in a sharded map, dropped once full (see `store.rs`).
+    Own(Arc<BucketMap>),
+    /// Built by `with_config`: the generic keyed map of ratewise-core.
+    Keyed(KeyedState<Bucket>),
+}
+
+impl Store {
+    #[inline]
+    fn with<R>(&self, key: &Key, now: u64, f: impl FnOnce(&Bucket) -> R) -> R {
+        match self {
+            Store::Own(map) => map.with(key, now, f),
+            Store::Keyed(state) => state.with_or_insert(key, Bucket::new, |bucket| f(bucket)),
+        }
     }
 
-    /// A limiter with the given bounds on its keys.
+    fn tat(&self, key: &Key, index: usize) -> Option<u64> {
+        match self {
+            Store::Own(map) => map.tat(key, index),
+            Store::Keyed(state) => state.get(key).map(|bucket| bucket.tat(index)),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Store::Own(map) => map.len(),
+            Store::Keyed(state) => state.len(),
+        }
+    }
+}
+
+impl LocalLimiter {
+    /// A limiter holding at most 100 000 keys.
+    pub fn new() -> Self {
+        LocalLimiter::with_max_keys(DEFAULT_MAX_KEYS)
+    }
+
+    /// A limiter holding at most `max_keys` keys (at least 1).
+    ///
+    /// Keys whose bucket is full again (unused for one burst span) are dropped by a sweep at
+    /// most every minute, which changes no decision. Only when `max_keys` buckets are all
+    /// still refilling does an insert evict the ones closest to full (a debug event says so).
+    pub fn with_max_keys(max_keys: usize) -> Self {
+        LocalLimiter {
+            store: Store::Own(Arc::new(BucketMap::new(max_keys))),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// A limiter whose buckets live in ratewise-core's [`KeyedState`] with this
+    /// configuration (idle eviction by last use, LRU cap).
+    ///
+    /// Prefer [`with_max_keys`](Self::with_max_keys): its store is faster (no last-use
+    /// bookkeeping per acquire) and never evicts a bucket that still matters before the cap.
+    /// With this one, an idle timeout shorter than the longest burst span may free quota
+    /// early.
     ///
     /// # Errors
     ///
     /// [`KeyedStateError`] when the configuration is invalid.
     pub fn with_config(config: KeyedStateConfig) -> Result<Self, KeyedStateError> {
         Ok(LocalLimiter {
-            buckets: KeyedState::new(config)?,
+            store: Store::Keyed(KeyedState::new(config)?),
             epoch: Instant::now(),
         })
     }
@@ -204,8 +274,8 @@ impl LocalLimiter {
         validate(key, quotas, cost)?;
         let now = self.nanos(Instant::now());
         let verdict = self
-            .buckets
-            .with_or_insert(key, Bucket::new, |bucket| bucket.acquire(quotas, cost, now));
+            .store
+            .with(key, now, |bucket| bucket.acquire(quotas, cost, now));
         Ok(match verdict {
             Ok(()) => Decision::Allowed,
             Err(wait) => Decision::Denied {
@@ -221,9 +291,10 @@ impl LocalLimiter {
     /// [`InvalidQuotaChain`] when `quotas` is empty or too long.
     pub fn drain_now(&self, key: &Key, quotas: &[Quota], until: Instant) -> Result<(), BoxError> {
         validate(key, quotas, 0)?;
+        let now = self.nanos(Instant::now());
         let until = self.nanos(until);
-        self.buckets
-            .with_or_insert(key, Bucket::new, |bucket| bucket.drain(quotas, until));
+        self.store
+            .with(key, now, |bucket| bucket.drain(quotas, until));
         Ok(())
     }
 
@@ -233,18 +304,18 @@ impl LocalLimiter {
         if index >= MAX_CHAINED_QUOTAS {
             return None;
         }
-        let bucket = self.buckets.get(key)?;
-        Some(self.epoch + Duration::from_nanos(bucket.tat(index)))
+        let tat = self.store.tat(key, index)?;
+        Some(self.epoch + Duration::from_nanos(tat))
     }
 
     /// The number of keys held.
     pub fn len(&self) -> usize {
-        self.buckets.len()
+        self.store.len()
     }
 
     /// Whether no key is held.
     pub fn is_empty(&self) -> bool {
-        self.buckets.is_empty()
+        self.len() == 0
     }
 
     fn nanos(&self, instant: Instant) -> u64 {
@@ -261,7 +332,7 @@ impl Default for LocalLimiter {
 impl fmt::Debug for LocalLimiter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LocalLimiter")
-            .field("keys", &self.buckets.len())
+            .field("keys", &self.store.len())
             .finish()
     }
 }

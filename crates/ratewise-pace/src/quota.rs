@@ -232,17 +232,6 @@ impl Quotas {
             .unwrap_or_default()
     }
 
-    /// The longest burst span (`burst × T`) among the quotas.
-    pub(crate) fn max_span(&self) -> Duration {
-        Duration::from_nanos(
-            self.as_slice()
-                .iter()
-                .map(Quota::burst_span_nanos)
-                .max()
-                .unwrap_or(0),
-        )
-    }
-
     /// The chain a request that may not use the reserve is checked against: each burst
     /// reduced by `floor(fraction × burst)` (at least 1 remains).
     pub(crate) fn without_reserve(mut self, fraction: f64) -> Self {

@@ -1,0 +1,197 @@
+//! [`BucketMap`]: the default store of [`LocalLimiter`](crate::LocalLimiter)'s buckets.
+//!
+//! A GCRA bucket says by itself when it is idle: once every theoretical arrival time is in the
+//! past, the bucket is full and indistinguishable from a new one, so it can be dropped at any
+//! time without changing any decision. The map therefore needs no "last used" timestamp (no
+//! second clock read and no write per lookup, unlike a generic keyed map), and its buckets
+//! live inline in the shards' tables (one cache line per lookup).
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use ratewise_core::Key;
+
+use crate::local::Bucket;
+
+const SHARDS: usize = 16;
+
+/// How often (in limiter nanoseconds) an insert sweeps full buckets out: a minute.
+const SWEEP_EVERY_NANOS: u64 = 60_000_000_000;
+
+pub(crate) struct BucketMap {
+    shards: Box<[RwLock<HashMap<Key, Bucket, foldhash::fast::RandomState>>]>,
+    hasher: foldhash::fast::RandomState,
+    len: AtomicUsize,
+    max_keys: usize,
+    last_sweep: AtomicU64,
+}
+
+impl BucketMap {
+    pub(crate) fn new(max_keys: usize) -> Self {
+        let hasher = foldhash::fast::RandomState::default();
+        BucketMap {
+            shards: (0..SHARDS)
+                .map(|_| RwLock::new(HashMap::with_hasher(hasher.clone())))
+                .collect(),
+            hasher,
+            len: AtomicUsize::new(0),
+            max_keys: max_keys.max(1),
+            last_sweep: AtomicU64::new(0),
+        }
+    }
+
+    fn shard(&self, key: &Key) -> &RwLock<HashMap<Key, Bucket, foldhash::fast::RandomState>> {
+        // The high bits: the shard's own table uses the low ones.
+        let hash = self.hasher.hash_one(key.as_str());
+        &self.shards[(hash >> 60) as usize % SHARDS]
+    }
+
+    /// Calls `f` with `key`'s bucket (created if new) under a shared lock of its shard.
+    #[inline]
+    pub(crate) fn with<R>(&self, key: &Key, now: u64, f: impl FnOnce(&Bucket) -> R) -> R {
+        let shard = self.shard(key);
+        if let Some(bucket) = read(shard).get(key) {
+            return f(bucket);
+        }
+        self.insert_slow(shard, key, now, f)
+    }
+
+    #[cold]
+    fn insert_slow<R>(
+        &self,
+        shard: &RwLock<HashMap<Key, Bucket, foldhash::fast::RandomState>>,
+        key: &Key,
+        now: u64,
+        f: impl FnOnce(&Bucket) -> R,
+    ) -> R {
+        let last = self.last_sweep.load(Ordering::Relaxed);
+        let full = self.len.load(Ordering::Relaxed) >= self.max_keys;
+        if (full || now.saturating_sub(last) >= SWEEP_EVERY_NANOS)
+            && self
+                .last_sweep
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.sweep(now);
+        }
+        let mut map = write(shard);
+        if !map.contains_key(key) {
+            if self.len.load(Ordering::Relaxed) >= self.max_keys {
+                self.evict_closest_to_full(&mut map, now);
+            }
+            map.insert(key.clone(), Bucket::new());
+            self.len.fetch_add(1, Ordering::Relaxed);
+        }
+        f(map.get(key).expect("the bucket was just inserted"))
+    }
+
+    /// Removes every full bucket (exactly safe: a full bucket equals a new one).
+    pub(crate) fn sweep(&self, now: u64) -> usize {
+        let mut removed = 0;
+        for shard in self.shards.iter() {
+            write(shard).retain(|_, bucket| {
+                let keep = !bucket.is_full(now);
+                removed += usize::from(!keep);
+                keep
+            });
+        }
+        self.len.fetch_sub(removed, Ordering::Relaxed);
+        removed
+    }
+
+    /// Over the cap with no full bucket left anywhere: evict the buckets of this shard closest
+    /// to full (a sixteenth of the shard, at least one). Their keys restart with a full
+    /// bucket, which may admit up to one burst early: the price of a hard memory bound.
+    #[cold]
+    fn evict_closest_to_full(
+        &self,
+        map: &mut HashMap<Key, Bucket, foldhash::fast::RandomState>,
+        now: u64,
+    ) {
+        let mut candidates: Vec<(u64, Key)> = map
+            .iter()
+            .map(|(key, bucket)| (bucket.latest_tat(), key.clone()))
+            .collect();
+        let count = (candidates.len() / 16).max(1).min(candidates.len());
+        if count == 0 {
+            return;
+        }
+        candidates.select_nth_unstable_by_key(count - 1, |(tat, _)| *tat);
+        for (_, key) in candidates.into_iter().take(count) {
+            map.remove(&key);
+        }
+        self.len.fetch_sub(count, Ordering::Relaxed);
+        tracing::debug!(
+            evicted = count,
+            now_nanos = now,
+            "pace: local limiter over its key cap; evicted the buckets closest to full"
+        );
+    }
+
+    pub(crate) fn tat(&self, key: &Key, index: usize) -> Option<u64> {
+        read(self.shard(key))
+            .get(key)
+            .map(|bucket| bucket.tat(index))
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+}
+
+/// Poison-tolerant locks: buckets are inserted and removed whole, and their atomics are never
+/// left half-updated by a panic (no user code runs under these locks).
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::quota::Quota;
+    use std::time::Duration;
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn full_buckets_are_swept_and_the_cap_holds() {
+        let map = BucketMap::new(64);
+        let quota = [Quota::per_second(10).unwrap().burst(2).unwrap()];
+        for i in 0..64 {
+            map.with(&Key::new(format!("k{i}")), 0, |b| b.acquire(&quota, 1, 0))
+                .unwrap();
+        }
+        assert_eq!(map.len(), 64);
+        // At 50 ms every bucket still holds a debt (tat = 100 ms): none may be dropped, so
+        // the cap evicts the closest to full from one shard.
+        map.with(&Key::new("new"), 50 * MS, |b| b.acquire(&quota, 1, 50 * MS))
+            .unwrap();
+        assert!(map.len() <= 64);
+        // At 100 ms every old bucket is full again: a sweep drops them all, and the one
+        // charged at 50 ms (tat 150 ms) stays.
+        let before = map.len();
+        assert_eq!(map.sweep(100 * MS), before - 1);
+        assert_eq!(map.len(), 1);
+        assert_eq!(map.tat(&Key::new("new"), 0), Some(150 * MS));
+        // Dropping a full bucket changes no decision: a new one answers the same.
+        let again = map.with(&Key::new("k1"), 100 * MS, |b| {
+            b.acquire(&quota, 2, 100 * MS)
+        });
+        assert_eq!(again, Ok(()));
+        assert_eq!(
+            map.with(&Key::new("k1"), 100 * MS, |b| b.acquire(
+                &quota,
+                1,
+                100 * MS
+            )),
+            Err(Duration::from_millis(100).as_nanos() as u64)
+        );
+    }
+}

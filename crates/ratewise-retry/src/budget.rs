@@ -14,13 +14,13 @@
 //! only once every 16 requests.
 
 use std::fmt;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::error::ConfigError;
+use crate::sync::{AtomicI64, AtomicU32, AtomicU64, Mutex, MutexGuard};
 
 const SLOTS: usize = 10;
 const MILLI: i64 = 1000;
@@ -129,7 +129,7 @@ impl RetryBudget {
                 slot: window / SLOTS as u32,
                 start: Instant::now(),
                 epoch: AtomicU64::new(0),
-                slots: Default::default(),
+                slots: std::array::from_fn(|_| AtomicI64::new(0)),
                 pending: AtomicI64::new(0),
                 withdraw_lock: Mutex::new(()),
             }),
@@ -238,7 +238,7 @@ impl PercentBudget {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+    fn lock(&self) -> MutexGuard<'_, ()> {
         self.withdraw_lock
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())

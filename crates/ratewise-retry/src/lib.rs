@@ -106,6 +106,8 @@
 //!   cannot be retried (non-idempotent, `max_attempts` 1) are not copied.
 //! - **Cancellation**: dropping the response future drops the attempt and the request copy;
 //!   nothing else is held.
+//! - **Concurrency**: the budgets' atomics and lock are model-checked with loom
+//!   (`RUSTFLAGS="--cfg loom" cargo test -p ratewise-retry --lib --release loom`).
 //!
 //! # Feature flags
 //!
@@ -128,6 +130,10 @@ mod layer;
 mod policy;
 mod replay;
 mod service;
+mod sync;
+
+#[cfg(all(test, loom))]
+mod loom_tests;
 
 pub use backoff::{Backoff, Jitter};
 pub use budget::RetryBudget;

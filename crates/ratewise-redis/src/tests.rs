@@ -159,6 +159,39 @@ fn sliding_log_is_exact_at_window_boundaries() {
     assert_eq!(zcard.trim(), ":3");
 }
 
+/// A token budget's cost runs to tens of thousands of units: the script must add them all
+/// (Lua's `unpack` alone fails beyond about 8000 values, which would degrade the limiter).
+#[test]
+fn sliding_log_admits_a_cost_of_tens_of_thousands_of_units() {
+    let rt = runtime();
+    let Some(server) = rt.block_on(support::RedisServer::start("sliding_log_large_cost")) else {
+        return;
+    };
+    let engine = engine(&rt, Algorithm::SlidingWindow, &server);
+    let key = unique_key();
+    // OpenAI-like: 30 000 tokens per minute.
+    let quotas = [window_quota(30_000, 60_000_000)];
+    let at = |offset_us: u64, cost: u32| {
+        rt.block_on(engine.call(&key, &quotas, cost, Some((BASE_US + offset_us) as f64)))
+            .map_err(|error| error.to_string())
+            .expect("a large cost is a decision, not a script error")
+    };
+    let allowed = at(0, 20_000);
+    assert!(allowed.is_allowed());
+    assert_eq!(allowed.remaining(), 10_000);
+    let denied = at(1, 10_001);
+    assert!(!denied.is_allowed());
+    assert_eq!(
+        denied.retry_after(),
+        Duration::from_secs(60) - Duration::from_micros(1)
+    );
+    assert!(at(2, 10_000).is_allowed());
+    let zcard = rt
+        .block_on(server.command(format!("ZCARD {{ratewise:{key}}}:log:0\r\n").as_bytes()))
+        .expect("ZCARD");
+    assert_eq!(zcard.trim(), ":30000", "one member per unit");
+}
+
 #[test]
 fn sliding_log_chained_windows_are_all_or_nothing() {
     let rt = runtime();

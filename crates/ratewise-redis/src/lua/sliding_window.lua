@@ -62,15 +62,24 @@ end
 if cost == 0 then
   return { 1, '0', remaining, 'ok' }
 end
+-- ZADD in chunks: unpack() of more than about 8000 values fails (Lua's C stack limit), and a
+-- token budget's cost can be tens of thousands of units.
+local CHUNK = 1000
+local stamp = fmt(now)
 for i = 1, n do
   local window = tonumber(ARGV[2 * i + 3])
   local key = KEYS[i + 1]
-  local args = {}
-  for unit = 1, cost do
-    args[2 * unit - 1] = fmt(now)
-    args[2 * unit] = token .. ':' .. unit
+  local first = 1
+  while first <= cost do
+    local last = math.min(cost, first + CHUNK - 1)
+    local args = {}
+    for unit = first, last do
+      args[#args + 1] = stamp
+      args[#args + 1] = token .. ':' .. unit
+    end
+    redis.call('ZADD', key, unpack(args))
+    first = last + 1
   end
-  redis.call('ZADD', key, unpack(args))
   redis.call('PEXPIRE', key, math.ceil(window / 1000) + 1)
 end
 return { 1, '0', remaining, 'ok' }

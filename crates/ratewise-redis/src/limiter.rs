@@ -459,39 +459,43 @@ struct Fallback {
 }
 
 impl Fallback {
-    /// `quota` at `rate / share` with `burst / share` (at least 1); the quota itself if the
-    /// share cannot be expressed (a period beyond the quota's limits).
-    fn share_of(&self, quota: &Quota) -> Quota {
-        quota
+    /// `quota` at `rate / share` with `burst / share`, widened to `cost` (at least 1); the
+    /// quota itself if the share cannot be expressed (a period beyond the quota's limits).
+    ///
+    /// Widening the burst to the cost, rather than clamping the cost to the burst, keeps the
+    /// rate: a request larger than this process's share of the burst waits until the bucket
+    /// is full and then takes its whole cost, so it is never refused forever and never
+    /// counted as less than it is.
+    fn share_of(&self, quota: &Quota, cost: u32) -> Quota {
+        let Some(slower) = quota
             .period()
             .checked_mul(self.share)
             .and_then(|period| Quota::new(quota.count(), period).ok())
-            .and_then(|slower| slower.burst((quota.burst_size() / self.share).max(1)).ok())
-            .unwrap_or(*quota)
+        else {
+            return *quota;
+        };
+        let burst = (quota.burst_size() / self.share).max(cost).max(1);
+        slower.burst(burst).unwrap_or(*quota)
     }
 
-    fn shares(&self, quotas: &[Quota]) -> [Quota; MAX_CHAINED_QUOTAS] {
+    fn shares(&self, quotas: &[Quota], cost: u32) -> [Quota; MAX_CHAINED_QUOTAS] {
         let mut shares = [quotas[0]; MAX_CHAINED_QUOTAS];
         for (share, quota) in shares.iter_mut().zip(quotas) {
-            *share = self.share_of(quota);
+            *share = self.share_of(quota, cost);
         }
         shares
     }
 
     fn acquire(&self, key: &Key, quotas: &[Quota], cost: u32) -> Result<Decision, BoxError> {
-        let shares = self.shares(quotas);
-        let shares = &shares[..quotas.len()];
-        // A cost within the shared burst may exceed this process's share of it: clamp it, so
-        // a request the quota allows is never refused forever while degraded.
-        let most = shares.iter().map(Quota::burst_size).min().unwrap_or(1);
-        self.limiter.check(key, shares, cost.min(most))
+        let shares = self.shares(quotas, cost);
+        self.limiter.check(key, &shares[..quotas.len()], cost)
     }
 
     fn drain(&self, key: &Key, quotas: &[Quota], until: Instant) {
         if quotas.is_empty() || quotas.len() > MAX_CHAINED_QUOTAS {
             return;
         }
-        let shares = self.shares(quotas);
+        let shares = self.shares(quotas, 0);
         let _ = self.limiter.drain_now(key, &shares[..quotas.len()], until);
     }
 }

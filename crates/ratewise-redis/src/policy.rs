@@ -21,7 +21,8 @@ pub enum FailurePolicy {
     ///
     /// Admissions made locally are not written back to Redis when it returns (expect up to one
     /// extra burst per worker at the switch). A cost above this process's share of the burst
-    /// is clamped to that share, so a request the quota allows is never refused forever.
+    /// waits until that share is full and then takes its whole cost: never refused forever,
+    /// never counted as less than it is (the local rate stays `rate / expected_workers`).
     FallbackLocal {
         /// How many processes share the quota (at least 1).
         expected_workers: u32,

@@ -323,6 +323,43 @@ async fn fallback_paces_at_the_rate_divided_by_the_expected_workers() {
     assert!((48..=52).contains(&admitted), "admitted {admitted}");
 }
 
+/// A weighted cost above this process's share of the burst still takes its whole cost from
+/// the fallback: the local rate stays `rate / expected_workers` in units, not in requests.
+#[tokio::test(start_paused = true)]
+async fn fallback_counts_a_large_cost_in_full() {
+    let client = redis::Client::open(dead_url()).expect("url");
+    let limiter = RedisGcra::builder(RedisConnection::single(client).expect("connection"))
+        .timeout(Duration::from_millis(150))
+        .probe_interval(Duration::from_secs(10))
+        .failure_policy(FailurePolicy::FallbackLocal {
+            expected_workers: 4,
+        })
+        .build()
+        .expect("settings");
+    // 100 units/s, burst 8, over 4 workers: this one's share is 25 units/s, burst 2.
+    let quotas = [Quota::per_second(100)
+        .and_then(|q| q.burst(8))
+        .expect("quota")];
+    let key = Key::new("weighted");
+    let cost = 8;
+    let start = Instant::now();
+    let mut units = 0;
+    while start.elapsed() < Duration::from_secs(4) {
+        match limiter
+            .acquire(&key, &quotas, cost)
+            .await
+            .expect("fallback decides")
+        {
+            ratewise_redis::Decision::Allowed => units += cost,
+            ratewise_redis::Decision::Denied { retry_after } => sleep(retry_after).await,
+        }
+    }
+    assert!(limiter.is_degraded());
+    // 4 s at 25 units/s plus one request at once: at most 108 units (a cost counted as the
+    // share's burst of 2 would let 4 times as many through), at least 4 s minus the timeout.
+    assert!((88..=108).contains(&units), "admitted {units} units");
+}
+
 /// A cooldown reaches every worker through Redis, and the fallback keeps honouring it.
 #[test]
 fn a_cooldown_written_by_one_worker_stops_the_others() {

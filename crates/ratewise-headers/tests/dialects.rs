@@ -1,40 +1,15 @@
 //! The vendor examples of the reference (A.3, A.4) and the epoch/delta rule, dialect by dialect.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::StatusCode;
 use ratewise_headers::{
-    Dialect, HeaderFamily, IgnoreReason, Parser, RateLimitInfo, ResetFormat, Unit, parse,
+    Dialect, HeaderFamily, IgnoreReason, Parser, RateLimitInfo, ResetFormat, Unit,
 };
 
-const RECV: u64 = 1_700_000_000;
+mod common;
 
-fn at(unix_secs: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(unix_secs)
-}
-
-fn headers(lines: &[(&str, &str)]) -> HeaderMap {
-    let mut map = HeaderMap::new();
-    for (name, value) in lines {
-        map.append(
-            HeaderName::from_bytes(name.as_bytes()).unwrap(),
-            HeaderValue::from_str(value).unwrap(),
-        );
-    }
-    map
-}
-
-fn parse_lines(status: u16, lines: &[(&str, &str)]) -> RateLimitInfo {
-    parse(
-        StatusCode::from_u16(status).unwrap(),
-        &headers(lines),
-        at(RECV),
-    )
-}
-
-fn secs(s: u64) -> Option<Duration> {
-    Some(Duration::from_secs(s))
-}
+use common::{RECV, at, headers, parse_lines, secs};
 
 fn policy<'a>(info: &'a RateLimitInfo, name: &str) -> &'a ratewise_headers::Policy {
     info.policies()

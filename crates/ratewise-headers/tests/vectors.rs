@@ -1,44 +1,18 @@
 //! Every test vector of the reference (rate-limit-headers.md, "Test vectors"), by number.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use ratewise_headers::{
     Dialect, IgnoreReason, Parser, RateLimitInfo, Scope, Unit, parse, retry_delay_from_body,
 };
 
-/// An arbitrary local receive time (2023-11-14T22:13:20Z).
-const RECV: u64 = 1_700_000_000;
+mod common;
 
-fn at(unix_secs: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(unix_secs)
-}
+use common::{RECV, at, headers, parse_lines, secs};
 
 fn http_date(unix_secs: u64) -> String {
     httpdate::fmt_http_date(at(unix_secs))
-}
-
-fn headers(lines: &[(&str, &str)]) -> HeaderMap {
-    let mut map = HeaderMap::new();
-    for (name, value) in lines {
-        map.append(
-            HeaderName::from_bytes(name.as_bytes()).unwrap(),
-            HeaderValue::from_str(value).unwrap(),
-        );
-    }
-    map
-}
-
-fn parse_lines(status: u16, lines: &[(&str, &str)]) -> RateLimitInfo {
-    parse(
-        StatusCode::from_u16(status).unwrap(),
-        &headers(lines),
-        at(RECV),
-    )
-}
-
-fn secs(s: u64) -> Option<Duration> {
-    Some(Duration::from_secs(s))
 }
 
 fn has_note(info: &RateLimitInfo, header: &str, reason: IgnoreReason) -> bool {

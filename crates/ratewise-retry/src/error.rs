@@ -35,6 +35,13 @@ pub enum ConfigError {
     InvalidTokenQuota,
     /// A status in the retryable set is outside 100..=599.
     InvalidStatus(u16),
+    /// The jitter added to server-directed delays must not exceed `max_wait`.
+    ServerJitterAboveMaxWait {
+        /// The configured jitter.
+        jitter: Duration,
+        /// The configured `max_wait`.
+        max_wait: Duration,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -63,6 +70,12 @@ impl fmt::Display for ConfigError {
                 f.pad("token quota needs capacity > 0 and 0 < retry cost <= capacity")
             }
             ConfigError::InvalidStatus(s) => write!(f, "status {s} is not in 100..=599"),
+            ConfigError::ServerJitterAboveMaxWait { jitter, max_wait } => {
+                write!(
+                    f,
+                    "server delay jitter {jitter:?} exceeds max_wait {max_wait:?}"
+                )
+            }
         }
     }
 }

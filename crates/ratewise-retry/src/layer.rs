@@ -204,14 +204,24 @@ impl RetryLayerBuilder {
     ///
     /// # Errors
     ///
-    /// [`ConfigError`] for zero attempts, an invalid backoff or a status outside 100..=599.
+    /// [`ConfigError`] for zero attempts, an invalid backoff, a status outside 100..=599 or a
+    /// server delay jitter above `max_wait`.
     pub fn build(self) -> Result<RetryLayer, ConfigError> {
         if self.max_attempts == 0 {
             return Err(ConfigError::ZeroAttempts);
         }
         self.backoff.validate()?;
+        if self.server_jitter > self.max_wait {
+            return Err(ConfigError::ServerJitterAboveMaxWait {
+                jitter: self.server_jitter,
+                max_wait: self.max_wait,
+            });
+        }
         let mut statuses = StatusSet::empty();
         for code in self.statuses {
+            if !(100..=599).contains(&code) {
+                return Err(ConfigError::InvalidStatus(code));
+            }
             let status =
                 StatusCode::from_u16(code).map_err(|_| ConfigError::InvalidStatus(code))?;
             statuses.insert(status);

@@ -64,9 +64,13 @@ impl StatusSet {
         StatusSet([0; 10])
     }
 
+    /// Adds `status`; codes of 640 and above (valid for `StatusCode`, never retryable here)
+    /// are ignored rather than indexing out of the set.
     pub(crate) fn insert(&mut self, status: StatusCode) {
         let code = status.as_u16() as usize;
-        self.0[code / 64] |= 1 << (code % 64);
+        if code < 640 {
+            self.0[code / 64] |= 1 << (code % 64);
+        }
     }
 
     pub(crate) fn contains(&self, status: StatusCode) -> bool {
@@ -284,7 +288,10 @@ impl RetryPolicy {
                 } else {
                     shared.server_jitter.mul_f64(shared.unit())
                 };
-                (ceil_to_millis(wait) + jitter, DelaySource::RetryAfter)
+                (
+                    ceil_to_millis(wait).saturating_add(jitter),
+                    DelaySource::RetryAfter,
+                )
             }
             None => {
                 let delay =
@@ -440,6 +447,10 @@ mod tests {
         assert!(set.contains(StatusCode::TOO_MANY_REQUESTS));
         assert!(set.contains(StatusCode::from_u16(599).unwrap()));
         assert!(!set.contains(StatusCode::OK));
+        // A server may send any code up to 999: never an out-of-bounds index.
+        let odd = StatusCode::from_u16(999).unwrap();
+        set.insert(odd);
+        assert!(!set.contains(odd));
         assert_eq!(format!("{set:?}"), "{429, 599}");
         assert_eq!(
             ceil_to_millis(Duration::from_micros(1_500)),

@@ -546,3 +546,30 @@ fn services_and_futures_are_send_and_sync() {
     send_sync(&body);
     let _: Result<(), BoxError> = Ok(());
 }
+
+#[test]
+fn invalid_configuration_is_rejected_at_build() {
+    use ratewise_retry::ConfigError;
+    assert_eq!(
+        RetryLayer::builder().max_attempts(0).build().unwrap_err(),
+        ConfigError::ZeroAttempts
+    );
+    assert!(matches!(
+        RetryLayer::builder()
+            .server_delay_jitter(Duration::from_secs(120))
+            .build(),
+        Err(ConfigError::ServerJitterAboveMaxWait { .. })
+    ));
+    assert!(matches!(
+        RetryLayer::builder()
+            .statuses([StatusCode::from_u16(999).unwrap()])
+            .build(),
+        Err(ConfigError::InvalidStatus(999))
+    ));
+    assert!(matches!(
+        RetryLayer::builder()
+            .backoff(Backoff::new().multiplier(f64::INFINITY))
+            .build(),
+        Err(ConfigError::InvalidMultiplier(_))
+    ));
+}

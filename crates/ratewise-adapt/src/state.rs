@@ -297,8 +297,9 @@ impl KeyState {
                 0
             };
             if slot.available <= margin {
-                // A reset is always known for an exhausted slot (see `apply`).
-                let until = slot.reset_at.unwrap_or(now);
+                // A server that states no reset (Shopify, a bare remaining count) gets the
+                // unknown-reset pause, then a probe; a wait that is already over would spin.
+                let until = *slot.reset_at.get_or_insert(now + config.unknown_reset);
                 exhausted_until = Some(exhausted_until.map_or(until, |u| u.max(until)));
             } else if config.spread
                 && slot.counts_requests
@@ -745,6 +746,35 @@ mod tests {
         let wait = state.try_reserve(&shared, now).unwrap_err();
         assert_eq!(wait.reason, WaitReason::Exhausted);
         assert_eq!(wait.until, Some(now + Duration::from_secs(30)));
+    }
+
+    /// A server that states `remaining` but no reset (Shopify's leaky bucket, a bare
+    /// `X-RateLimit-Remaining`): once the client spends it, requests wait a while and probe,
+    /// they never get a wait that is already over (a busy loop in `poll`).
+    #[tokio::test(start_paused = true)]
+    async fn spent_policies_without_reset_wait_for_the_unknown_reset() {
+        let config = AdaptConfig::new().unknown_reset(Duration::from_millis(500));
+        let shared = shared(config);
+        let state = state(&shared);
+        let now = Instant::now();
+        let mut no_reset = observation(2, 0);
+        no_reset.policies[0].reset_after = None;
+        let first = state.try_reserve(&shared, now).unwrap();
+        state.complete(&state, first, &no_reset, None, 0, &shared, now);
+        let a = state.try_reserve(&shared, now).unwrap();
+        let b = state.try_reserve(&shared, now).unwrap();
+        let wait = state.try_reserve(&shared, now).unwrap_err();
+        assert_eq!(wait.reason, WaitReason::Exhausted);
+        assert_eq!(wait.until, Some(now + Duration::from_millis(500)));
+        state.release(a, true);
+        state.release(b, true);
+        // Then one request probes the server.
+        let later = now + Duration::from_millis(500);
+        assert!(state.try_reserve(&shared, later).is_ok());
+        assert_eq!(
+            state.try_reserve(&shared, later).unwrap_err().reason,
+            WaitReason::SlowStart
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -19,9 +19,17 @@ impl LuaScript {
     }
 }
 
+/// The script `$file` after the shared prelude (Redis' clock, the time override and `fmt`),
+/// joined at compile time.
+macro_rules! with_prelude {
+    ($file:literal) => {
+        concat!(include_str!("lua/prelude.lua"), include_str!($file))
+    };
+}
+
 pub(crate) static GCRA: LazyLock<LuaScript> =
-    LazyLock::new(|| LuaScript::new(include_str!("lua/gcra.lua")));
+    LazyLock::new(|| LuaScript::new(with_prelude!("lua/gcra.lua")));
 pub(crate) static SLIDING_WINDOW: LazyLock<LuaScript> =
-    LazyLock::new(|| LuaScript::new(include_str!("lua/sliding_window.lua")));
+    LazyLock::new(|| LuaScript::new(with_prelude!("lua/sliding_window.lua")));
 pub(crate) static DRAIN: LazyLock<LuaScript> =
-    LazyLock::new(|| LuaScript::new(include_str!("lua/drain.lua")));
+    LazyLock::new(|| LuaScript::new(with_prelude!("lua/drain.lua")));

@@ -7,17 +7,7 @@
 -- ARGV[2]      time override in rebased microseconds, or "" to use Redis TIME
 -- ARGV[2i+1], ARGV[2i+2]  emission interval T (microseconds) and burst of quota i
 -- Never shortens a longer cooldown. Returns the remaining cooldown in microseconds (string).
--- tostring keeps 14 digits only: 17 keep every bit of a double.
-local function fmt(x)
-  return string.format('%.17g', x)
-end
-local now
-if ARGV[2] ~= '' then
-  now = tonumber(ARGV[2])
-else
-  local t = redis.call('TIME')
-  now = (tonumber(t[1]) - 1483228800) * 1000000 + tonumber(t[2])
-end
+-- (fmt and now come from prelude.lua)
 local target = now + tonumber(ARGV[1])
 local current = tonumber(redis.call('GET', KEYS[1]) or '')
 if current and current > target then

@@ -7,19 +7,7 @@
 -- ARGV[2i+1], ARGV[2i+2]  emission interval T (microseconds, float) and burst of quota i
 -- Returns { allowed (1/0), retry_after_us (string), remaining (integer), reason }.
 -- Floats travel as strings: Redis truncates Lua numbers to integers.
--- tostring keeps 14 digits only: 17 keep every bit of a double.
-local function fmt(x)
-  return string.format('%.17g', x)
-end
-local now
-if ARGV[2] ~= '' then
-  now = tonumber(ARGV[2])
-else
-  local t = redis.call('TIME')
-  -- Numeric, never string concatenation: TIME's microseconds are not zero padded.
-  -- Rebased to 2017-01-01 so that fractional microseconds keep their precision in a double.
-  now = (tonumber(t[1]) - 1483228800) * 1000000 + tonumber(t[2])
-end
+-- (fmt and now come from prelude.lua)
 local cost = tonumber(ARGV[1])
 
 local cooldown = tonumber(redis.call('GET', KEYS[1]) or '')

@@ -8,17 +8,7 @@
 -- A unit admitted at t counts in every window (t - W, t]; it stops counting at t + W exactly.
 -- Memory per window is bounded by its limit: we never hold more members than that.
 -- Returns { allowed (1/0), retry_after_us (string), remaining (integer), reason }.
--- tostring keeps 14 digits only: 17 keep every bit of a double.
-local function fmt(x)
-  return string.format('%.17g', x)
-end
-local now
-if ARGV[2] ~= '' then
-  now = tonumber(ARGV[2])
-else
-  local t = redis.call('TIME')
-  now = (tonumber(t[1]) - 1483228800) * 1000000 + tonumber(t[2])
-end
+-- (fmt and now come from prelude.lua)
 local cost = tonumber(ARGV[1])
 local token = ARGV[3]
 

@@ -720,6 +720,11 @@ impl MockApi {
     ///
     /// With a fixed-window quota of `n` per `period` this can reach `2n` (the algorithm allows
     /// a burst across a window edge); with a sliding log it never exceeds `n`.
+    ///
+    /// Like every log query, this sees only what the bounded log still holds: a long run that
+    /// overflowed [`MockConfig::log_capacity`](crate::MockConfig::log_capacity) (see
+    /// [`Stats::dropped_log_entries`]) can hide its worst window, so check that nothing was
+    /// dropped before trusting a maximum.
     pub fn max_in_window(&self, endpoint: &str, window: Duration) -> usize {
         let guard = self.lock();
         log::max_in_window(

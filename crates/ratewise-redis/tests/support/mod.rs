@@ -77,10 +77,12 @@ impl RedisServer {
                 }
                 Err(error) => panic!("{test}: cannot start redis-server: {error}"),
             }
-            if server.wait_ready(Duration::from_secs(5)).await {
+            if server.wait_ready(Duration::from_secs(5)).await && server.is_ours().await {
                 return Some(server);
             }
-            // Someone took the port between our probe and the server's bind: try another.
+            // Someone took the port between our probe and the server's bind (another test's
+            // server may even be answering there): try another.
+            server.kill();
         }
         panic!("{test}: redis-server did not answer PING on any port");
     }
@@ -124,6 +126,18 @@ impl RedisServer {
             sleep(Duration::from_millis(20)).await;
         }
         false
+    }
+
+    /// Whether the server answering on our port is the process we started (not a server
+    /// of another test that took the port first).
+    async fn is_ours(&self) -> bool {
+        let Some(pid) = self.pid() else {
+            return false;
+        };
+        self.command(b"INFO server\r\n").await.is_some_and(|info| {
+            info.lines()
+                .any(|line| line.trim() == format!("process_id:{pid}"))
+        })
     }
 
     /// Sends one inline command and returns the first reply chunk.

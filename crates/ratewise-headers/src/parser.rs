@@ -1110,6 +1110,12 @@ impl Context<'_> {
                 policy.dialect == part.dialect && policy.name.as_deref() == Some(part.name)
             }) {
                 Some(index) => index,
+                // No more can be kept: skip new names, which also keeps this scan short (a
+                // hostile map of 20 000 names would otherwise cost 200 million comparisons).
+                None if policies.len() >= MAX_POLICIES => {
+                    self.note(part.line.0, IgnoreReason::TooManyPolicies);
+                    continue;
+                }
                 None => {
                     let mut policy = Policy::new(part.dialect);
                     policy.name = Some(part.name.to_owned());

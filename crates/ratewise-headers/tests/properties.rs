@@ -361,3 +361,22 @@ fn thousands_of_lines_stay_bounded() {
     assert_eq!(info.policies().len(), MAX_POLICIES);
     assert_eq!(info.ignored().len(), MAX_IGNORED);
 }
+
+/// A hostile server may send tens of thousands of distinct vendor names (a `HeaderMap` holds
+/// more than 20 000): grouping them into policies must stay linear, not compare each new
+/// name with every name before it.
+#[test]
+fn tens_of_thousands_of_named_policies_stay_bounded() {
+    let mut map = HeaderMap::new();
+    for i in 0..20_000 {
+        let name = HeaderName::from_bytes(format!("x-ratelimit-limit-p{i}").as_bytes()).unwrap();
+        map.append(name, HeaderValue::from_static("10"));
+    }
+    let info = Parser::new().parse(StatusCode::OK, &map, SystemTime::now());
+    assert_eq!(info.policies().len(), MAX_POLICIES);
+    assert!(
+        info.ignored()
+            .iter()
+            .any(|note| note.reason() == IgnoreReason::TooManyPolicies)
+    );
+}

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -93,8 +93,12 @@ impl std::error::Error for KeyedStateError {}
 ///   [`evict_idle`](Self::evict_idle) is called.
 /// - **A hard cap** on the number of keys: when an insert would pass `max_keys`, the least
 ///   recently used keys are evicted (unheld ones first), in a batch of 1/16 of the cap so the
-///   cost of the scan is amortized. The map never holds more than `max_keys` keys (plus, for an
-///   instant, one per thread inserting a new key at that very moment).
+///   cost of the scan is amortized. The map never holds more than `max_keys` keys once every
+///   call that inserts has returned; while threads insert new keys at the same moment, it may
+///   hold up to one more per such thread, which each of them evicts before returning.
+///   Evictions are serialized, so racing inserts never evict more than one batch between them.
+/// - [`len`](Self::len) is exact whenever no call is running; during calls it may briefly count
+///   a key that is being removed (never fewer keys than the map holds, never an underflow).
 ///
 /// A state that is evicted while a request still holds its `Arc` stays valid for that request;
 /// the next request for the key starts with a new state. Layers choose `idle_timeout` so that
@@ -120,6 +124,8 @@ struct Shared<V> {
     epoch: Instant,
     /// Nanoseconds since `epoch` of the last idle sweep.
     last_sweep: AtomicU64,
+    /// Held while evicting for the cap, so racing inserts do not each evict a batch.
+    evicting: Mutex<()>,
 }
 
 struct Slot<V> {
@@ -170,6 +176,7 @@ impl<V> KeyedState<V> {
                 config,
                 epoch: Instant::now(),
                 last_sweep: AtomicU64::new(0),
+                evicting: Mutex::new(()),
             }),
         })
     }
@@ -229,20 +236,32 @@ impl<V> KeyedState<V> {
         f: impl FnOnce(&Arc<V>) -> R,
     ) -> R {
         let shared = &*self.shared;
+        let max = shared.config.max_keys;
         self.maybe_sweep_idle(now);
-        if shared.len.load(Ordering::Relaxed) >= shared.config.max_keys {
-            self.evict_lru(key);
+        if shared.len.load(Ordering::Relaxed) >= max {
+            // Room for this key and a batch more, so the next inserts need no scan.
+            self.evict_lru(key, max - (max / 16).max(1));
         }
-        let mut map = write(shared.shard(key));
-        let slot = map.entry(key.clone()).or_insert_with(|| {
-            shared.len.fetch_add(1, Ordering::Relaxed);
-            Slot {
-                value: Arc::new(init()),
-                last_used: AtomicU64::new(now),
-            }
-        });
-        slot.touch(now);
-        f(&slot.value)
+        let mut inserted = false;
+        let result = {
+            let mut map = write(shared.shard(key));
+            let slot = map.entry(key.clone()).or_insert_with(|| {
+                inserted = true;
+                shared.len.fetch_add(1, Ordering::Relaxed);
+                Slot {
+                    value: Arc::new(init()),
+                    last_used: AtomicU64::new(now),
+                }
+            });
+            slot.touch(now);
+            f(&slot.value)
+        };
+        if inserted && shared.len.load(Ordering::Relaxed) > max {
+            // Inserts racing with this one went past the cap: bring it back before returning
+            // rather than at some later insert.
+            self.evict_lru(key, max - 1);
+        }
+        result
     }
 
     /// The state of `key` if it is held.
@@ -314,13 +333,13 @@ impl<V> KeyedState<V> {
         }
     }
 
-    /// Makes room for one more key: evicts the least recently used keys (those nobody holds
-    /// first), down to `max_keys - batch`, never `keep`.
+    /// Evicts the least recently used keys other than `keep` (those nobody holds first) until
+    /// at most `target` keys other than `keep` remain.
     #[cold]
-    fn evict_lru(&self, keep: &Key) {
+    fn evict_lru(&self, keep: &Key, target: usize) {
         let shared = &*self.shared;
-        let max = shared.config.max_keys;
-        let batch = (max / 16).max(1);
+        // One eviction at a time; the scan below sees what an earlier one left.
+        let _evicting = lock(&shared.evicting);
         let mut candidates: Vec<(bool, u64, usize, Key)> = Vec::new();
         for (index, shard) in shared.shards.iter().enumerate() {
             for (key, slot) in read(shard).iter() {
@@ -331,10 +350,7 @@ impl<V> KeyedState<V> {
                 }
             }
         }
-        // After the new key goes in, `max - batch + 1` keys remain.
-        let count = (candidates.len() + 1)
-            .saturating_sub(max + 1 - batch)
-            .min(candidates.len());
+        let count = candidates.len().saturating_sub(target);
         if count == 0 {
             return;
         }
@@ -385,6 +401,10 @@ fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
 fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     lock.write()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn lock<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
+    lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
@@ -493,6 +513,55 @@ mod tests {
             assert!(state.get(&Key::new(format!("held{i}"))).is_some());
         }
         drop(held);
+    }
+
+    /// Regression for the cap under concurrency: inserts that raced past `max_keys` stayed
+    /// above it until some later insert. Threads insert, hit, remove and sweep at once; `len`
+    /// never underflows or strays by more than the calls in flight, and once they are done it
+    /// equals the real number of keys, within the cap.
+    #[test]
+    fn concurrent_insert_remove_and_evict_keep_len_exact_and_the_cap() {
+        const THREADS: usize = 4;
+        const MAX: usize = 32;
+        for round in 0..20 {
+            let state: KeyedState<AtomicU32> = KeyedState::new(
+                KeyedStateConfig::new()
+                    .max_keys(MAX)
+                    .idle_timeout(Some(Duration::from_secs(3600))),
+            )
+            .unwrap();
+            let held = state.get_or_insert_with(&Key::new("held"), || AtomicU32::new(0));
+            let barrier = std::sync::Barrier::new(THREADS);
+            std::thread::scope(|scope| {
+                for thread in 0..THREADS {
+                    let (state, barrier) = (&state, &barrier);
+                    scope.spawn(move || {
+                        barrier.wait();
+                        for i in 0..1_000 {
+                            let key = Key::new(format!("r{round}-t{thread}-{}", i % 97));
+                            match i % 11 {
+                                0 => drop(state.remove(&key)),
+                                1 => drop(state.get(&key)),
+                                2 => drop(state.evict_idle()),
+                                _ => state.with_or_insert(&key, || AtomicU32::new(0), |_| ()),
+                            }
+                            // Each other thread may be between an insert and its eviction,
+                            // or between a removal and its count.
+                            let len = state.len();
+                            assert!(len <= MAX + 2 * THREADS, "len {len} in round {round}");
+                        }
+                    });
+                }
+            });
+            let mut count = 0;
+            state.for_each(|_, _| count += 1);
+            assert_eq!(state.len(), count, "round {round}");
+            assert!(
+                count <= MAX,
+                "{count} keys for a cap of {MAX} in round {round}"
+            );
+            drop(held);
+        }
     }
 
     #[test]

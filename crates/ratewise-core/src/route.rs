@@ -381,6 +381,45 @@ mod tests {
         assert_eq!(names, ["repos", "graphql", "search", "default"]);
     }
 
+    /// A naive model of the matching rules: every route that matches, compared by (literal
+    /// segments, template over prefix, earlier added), written without the table's sorting.
+    fn model_bucket(routes: &[(String, Kind, String)], default: &str, path: &str) -> String {
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let mut best: Option<((usize, bool, std::cmp::Reverse<usize>), &str)> = None;
+        for (order, (pattern, kind, bucket)) in routes.iter().enumerate() {
+            let pattern: Vec<&str> = pattern.split('/').filter(|s| !s.is_empty()).collect();
+            let length_ok = match kind {
+                Kind::Template => segments.len() == pattern.len(),
+                Kind::Prefix => segments.len() >= pattern.len(),
+            };
+            let matches = length_ok
+                && pattern
+                    .iter()
+                    .zip(&segments)
+                    .all(|(p, s)| p.starts_with('{') || p == s);
+            if !matches {
+                continue;
+            }
+            let literals = pattern.iter().filter(|p| !p.starts_with('{')).count();
+            let rank = (literals, *kind == Kind::Template, std::cmp::Reverse(order));
+            if best.is_none_or(|(best, _)| rank > best) {
+                best = Some((rank, bucket));
+            }
+        }
+        best.map_or(default, |(_, bucket)| bucket).to_owned()
+    }
+
+    /// Patterns and paths over a tiny alphabet, so that overlaps and ties are frequent.
+    fn pattern() -> impl Strategy<Value = String> {
+        prop::collection::vec(prop_oneof!["a", "b", "c", "\\{p\\}"], 0..4)
+            .prop_map(|segments| format!("/{}", segments.join("/")))
+    }
+
+    fn path() -> impl Strategy<Value = String> {
+        prop::collection::vec(prop_oneof!["a", "b", "c", "d", ""], 0..5)
+            .prop_map(|segments| format!("/{}", segments.join("/")))
+    }
+
     proptest! {
         /// Matching never panics, and a path always lands in some bucket of the table.
         #[test]
@@ -388,6 +427,38 @@ mod tests {
             let t = seed_table();
             let bucket = t.bucket(&path).clone();
             prop_assert!(t.buckets().contains(&bucket));
+        }
+
+        /// The table picks the same bucket as the naive model, for any set of routes.
+        #[test]
+        fn precedence_matches_the_naive_model(
+            routes in prop::collection::vec((pattern(), any::<bool>()), 0..8),
+            paths in prop::collection::vec(path(), 1..16),
+        ) {
+            let routes: Vec<(String, Kind, String)> = routes
+                .into_iter()
+                .enumerate()
+                .map(|(i, (pattern, template))| {
+                    let kind = if template { Kind::Template } else { Kind::Prefix };
+                    (pattern, kind, format!("r{i}"))
+                })
+                .collect();
+            let mut builder = RouteTable::builder().default_bucket("fallback");
+            for (pattern, kind, bucket) in &routes {
+                builder = match kind {
+                    Kind::Template => builder.route(pattern, bucket.as_str()),
+                    Kind::Prefix => builder.prefix(pattern, bucket.as_str()),
+                }
+                .unwrap();
+            }
+            let table = builder.build();
+            for path in &paths {
+                prop_assert_eq!(
+                    table.bucket(path).as_str(),
+                    model_bucket(&routes, "fallback", path),
+                    "path {:?} with {:?}", path, table
+                );
+            }
         }
 
         /// A template with params matches exactly the paths with the same literals.

@@ -30,9 +30,11 @@ pin_project_lite::pin_project! {
     ///
     /// Dropping this future at any point releases what it holds: a waiting future holds no
     /// reservation (only its place among the key's waiters, which it leaves); an in-flight one
-    /// gives its in-flight slot back, and the unit of quota it reserved too (a request whose
-    /// future was dropped before a response most likely never reached the server), then wakes
-    /// the key's waiters.
+    /// gives its in-flight slot back (so slow start never stalls on a dropped request) and wakes
+    /// the key's waiters. The unit of quota it reserved stays spent: the request may already
+    /// have reached the server (a timeout above this layer, or an inner service that sends in
+    /// `call`), and returning the unit could send one request more than the server allows. A
+    /// later response of the key corrects the estimate when the request never arrived.
     #[must_use = "futures do nothing unless polled"]
     pub struct ResponseFuture<F, S, Req> {
         #[pin]
@@ -261,7 +263,7 @@ where
                                 seq,
                                 response,
                             ),
-                            Err(_) => reserved_on.release(seq, true),
+                            Err(_) => reserved_on.release(),
                         }
                     }
                     this.state.set(State::Done);
@@ -285,7 +287,7 @@ fn learn<B>(
     let headers = response.headers();
     if is_cached(headers) {
         tracing::trace!(key = %route.key(), "adapt: cached response (Age > 0) ignored");
-        reserved_on.release(seq, true);
+        reserved_on.release();
         return;
     }
     let now = Instant::now();
@@ -334,7 +336,7 @@ impl Drop for Reservation {
     fn drop(&mut self) {
         if let Some(state) = self.state.take() {
             tracing::trace!(key = %state.key(), "adapt: in-flight request dropped; reservation released");
-            state.release(self.seq, false);
+            state.release();
         }
     }
 }

@@ -86,8 +86,11 @@
 //!   `remaining - (reservations after s)`. Only the freshest response updates it. This is
 //!   exact when requests reach the server in the order they were reserved, and conservative
 //!   otherwise; see `state.rs`.
-//! - *Cancellation.* A request whose future is dropped before its response gives its unit of
-//!   quota back (it most likely never reached the server); a request that failed keeps it spent.
+//! - *Cancellation.* A request whose future is dropped before its response frees its
+//!   in-flight slot, but its unit of quota stays spent until a fresher response says
+//!   otherwise: a dropped request may well have reached the server (a timeout above this
+//!   layer drops futures whose requests the server is processing), and giving the unit back
+//!   would send one request more than the server allows. A failed request keeps it spent too.
 //! - *Time.* Reset instants are tokio [`Instant`]s computed at receipt. The parser is given a
 //!   wall clock that advances with tokio's clock (the layer's creation time plus tokio's elapsed
 //!   time), so absolute resets (epoch seconds, HTTP-dates) convert consistently under a paused

@@ -79,9 +79,11 @@ async fn waiting_requests_call_the_readied_inner_service() {
     assert_ready_ok!(second.poll());
 }
 
-/// Dropping in-flight futures gives their units back and wakes the waiters.
+/// Dropping in-flight futures frees their slots and wakes the waiters, but keeps their units
+/// spent: the server has both requests (here it received them in `call`), so a third one
+/// before the reset would be refused.
 #[tokio::test(start_paused = true)]
-async fn dropped_in_flight_futures_release_their_reservation() {
+async fn dropped_in_flight_futures_free_their_slots_and_keep_their_quota_spent() {
     let layer = AdaptLayer::new();
     let (mut service, mut handle) = setup(&layer);
     learn(&mut service, &mut handle, draft8(10, 2, 60)).await;
@@ -99,10 +101,45 @@ async fn dropped_in_flight_futures_release_their_reservation() {
     assert_eq!(layer.snapshot(&key()).unwrap().in_flight(), 0);
     assert!(c.is_woken(), "releasing wakes the waiter");
     assert_pending!(c.poll());
-    // The released units let c go at once, long before the reset.
+    assert!(
+        handle.poll_request().is_pending(),
+        "the server counted a and b: nothing more before the reset"
+    );
+    assert_eq!(
+        layer.snapshot(&key()).unwrap().policies()[0].remaining(),
+        Some(0)
+    );
+    // c goes at the reset, not a millisecond before.
+    tokio::time::sleep_until(learned_at + Duration::from_secs(60) - Duration::from_millis(1)).await;
+    assert_pending!(c.poll());
+    assert!(handle.poll_request().is_pending());
+    tokio::time::sleep_until(learned_at + Duration::from_secs(60)).await;
+    assert!(c.is_woken());
+    assert_pending!(c.poll());
     assert!(assert_ready!(handle.poll_request()).is_some());
-    assert_eq!(Instant::now(), learned_at);
     assert_eq!(layer.snapshot(&key()).unwrap().in_flight(), 1);
+}
+
+/// A new key whose first request is dropped (or fails) is not blocked by slow start: the
+/// next request goes.
+#[tokio::test(start_paused = true)]
+async fn slow_start_survives_a_dropped_first_request() {
+    let layer = AdaptLayer::new();
+    let (mut service, mut handle) = setup(&layer);
+    let first = service.ready().await.unwrap().call(get());
+    let _first_sent = handle.next_request().await.unwrap();
+    let mut second = task::spawn(service.ready().await.unwrap().call(get()));
+    assert_pending!(
+        second.poll(),
+        "slow start: one request until the first response"
+    );
+    assert!(handle.poll_request().is_pending());
+    drop(first);
+    assert!(second.is_woken());
+    assert_pending!(second.poll());
+    let (_, reply) = handle.next_request().await.unwrap();
+    reply.send_response(draft8(10, 8, 60));
+    assert_ready_ok!(second.poll());
 }
 
 /// A dropped waiting future holds nothing: the key's counts are as if it never came.

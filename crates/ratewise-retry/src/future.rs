@@ -78,7 +78,7 @@ where
         let this = self.project();
         let result = ready!(this.inner.poll(cx));
         if let (Some(shared), Ok(response)) = (this.watch.take(), &result)
-            && shared.statuses.contains(response.status())
+            && shared.retryable_failure(response).is_some()
         {
             metrics::counter!(RETRY_GIVEN_UP_TOTAL, "reason" => "not_idempotent").increment(1);
             tracing::debug!(

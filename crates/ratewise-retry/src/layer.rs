@@ -142,6 +142,9 @@ impl RetryLayerBuilder {
     }
 
     /// The retryable statuses (default: 408, 429, 500, 502, 503, 504), replacing the defaults.
+    ///
+    /// A 403 that the headers mark as a rate-limit refusal counts as a 429: it is retried when
+    /// 429 is in the set. Leave 429 out to retry neither.
     pub fn statuses(mut self, statuses: impl IntoIterator<Item = StatusCode>) -> Self {
         self.statuses = statuses.into_iter().map(|status| status.as_u16()).collect();
         self

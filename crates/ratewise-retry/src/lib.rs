@@ -7,15 +7,17 @@
 //! `ServiceBuilder` stack) and retries failed attempts. It is tower's own
 //! `tower::retry::Retry` driven by an HTTP [`RetryPolicy`]:
 //!
-//! - **What is retried**: responses with status 408, 429, 500, 502, 503 or 504, and transport
-//!   errors a [`ClassifyError`] calls safe (the default [`SafeTransportErrors`]: connect
-//!   failures, resets, timeouts). Anything else is returned at once.
+//! - **What is retried**: responses with status 408, 429, 500, 502, 503 or 504; a 403 that
+//!   the headers mark as a rate-limit refusal (GitHub: `Retry-After`, or
+//!   `x-ratelimit-remaining: 0` with its reset), treated like a 429; and transport errors a
+//!   [`ClassifyError`] calls safe (the default [`SafeTransportErrors`]: connect failures,
+//!   resets, timeouts). Anything else, a plain 403 included, is returned at once.
 //! - **Only what may be repeated**: GET, HEAD, OPTIONS, PUT, DELETE and TRACE; POST and PATCH
 //!   only with an `Idempotency-Key` header (the name is configurable) or the [`Idempotent`]
 //!   extension. Other requests are not even copied, so they are sent exactly once.
 //! - **How long to wait**: the server's word first — `retry-after-ms`, `Retry-After` (seconds,
-//!   or an HTTP-date read relative to the response's `Date`), and on 429 the draft `RateLimit`
-//!   `t=` — parsed by `ratewise-headers`, rounded up to the millisecond and never shortened (an
+//!   or an HTTP-date read relative to the response's `Date`), and on a rate-limit refusal the
+//!   reset of an exhausted policy (draft `RateLimit` `t=`, GitHub `x-ratelimit-reset`) — parsed by `ratewise-headers`, rounded up to the millisecond and never shortened (an
 //!   optional positive jitter only lengthens it). Beyond `max_wait` (default: 60 s), or past the request's
 //!   [`Deadline`] (or the layer's default total timeout), the response is returned now instead
 //!   of sleeping in vain. Without a server delay, [`Backoff`]: full jitter (the default), equal,

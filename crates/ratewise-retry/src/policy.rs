@@ -139,6 +139,33 @@ impl Shared {
             || request.extensions().get::<Idempotent>().is_some()
     }
 
+    /// Whether `response` is a failure worth retrying, and if so the delay the server asked
+    /// for (`Some(None)`: retryable, no server delay).
+    ///
+    /// A response whose status is in the retryable set is retryable. So is a 403 that the
+    /// header parser calls a rate-limit refusal (`Retry-After`, or an exhausted policy such
+    /// as GitHub's `x-ratelimit-remaining: 0` with its reset): it is treated like a 429, so
+    /// it is retried exactly when 429 is in the set. Any other 403 (an authorization error,
+    /// even one that carries a non-exhausted GitHub `x-ratelimit-*`) is final. The headers of
+    /// a 403 are only parsed when 429 is retryable.
+    pub(crate) fn retryable_failure<R: HttpResponse>(
+        &self,
+        response: &R,
+    ) -> Option<Option<Duration>> {
+        let status = response.status();
+        if self.statuses.contains(status) {
+            return Some(server_delay(response));
+        }
+        if status == StatusCode::FORBIDDEN && self.statuses.contains(StatusCode::TOO_MANY_REQUESTS)
+        {
+            let info = ratewise_headers::parse(status, response.headers(), SystemTime::now());
+            if info.is_rate_limited() {
+                return Some(info.wait());
+            }
+        }
+        None
+    }
+
     /// A uniform number in `[0, 1)` from the injected generator.
     fn unit(&self) -> f64 {
         let bits = self
@@ -203,16 +230,20 @@ impl Session {
 ///
 /// A retry happens when all of these hold, checked in this order:
 ///
-/// 1. the response's status is retryable (408, 429, 500, 502, 503, 504 by default), or the
-///    error is classified as retryable by the [`ClassifyError`];
+/// 1. the response's status is retryable (408, 429, 500, 502, 503, 504 by default), or it is
+///    a 403 that the headers mark as a rate-limit refusal (GitHub's primary and secondary
+///    limits: `Retry-After`, or `x-ratelimit-remaining: 0` with a reset), which is treated
+///    like a 429 (retried when 429 is retryable); or the error is classified as retryable by
+///    the [`ClassifyError`]. A plain 403 (an authorization error) is never retried;
 /// 2. the request is idempotent (GET, HEAD, OPTIONS, PUT, DELETE, TRACE; other methods only
 ///    with the idempotency-key header or the [`Idempotent`] extension) — otherwise it is not
 ///    even cloned;
 /// 3. fewer than `max_attempts` attempts were sent;
 /// 4. the body can be replayed (a `B: Clone` body always can; a [`ReplayBody`] only under its
 ///    cap);
-/// 5. the server's delay (`retry-after-ms`, `Retry-After`, `RateLimit` `t=` on 429), if any, is
-///    within `max_wait`;
+/// 5. the server's delay (`retry-after-ms`, `Retry-After`, and on a rate-limit refusal the
+///    reset of an exhausted policy: `RateLimit` `t=`, `x-ratelimit-reset`), if any, is within
+///    `max_wait`;
 /// 6. the delay does not end past the request's [`Deadline`] (or the default total timeout);
 /// 7. the retry budget allows it.
 ///
@@ -351,10 +382,11 @@ fn ceil_to_millis(wait: Duration) -> Duration {
 }
 
 /// The server's requested delay: `retry-after-ms`, `Retry-After` (seconds or an HTTP-date read
-/// relative to `Date`), or on 429 the draft `RateLimit` `t=` of an exhausted policy.
+/// relative to `Date`), or on a rate-limit refusal (429, or a 403 the parser calls rate-limited)
+/// the reset of an exhausted policy (draft `RateLimit` `t=`, GitHub `x-ratelimit-reset`).
 fn server_delay<R: HttpResponse>(response: &R) -> Option<Duration> {
     let info = ratewise_headers::parse(response.status(), response.headers(), SystemTime::now());
-    if response.status() == StatusCode::TOO_MANY_REQUESTS {
+    if info.is_rate_limited() {
         info.wait()
     } else {
         info.retry_after()
@@ -378,11 +410,10 @@ where
         self.session.attempts = self.session.attempts.saturating_add(1);
         match result {
             Ok(response) => {
-                if !self.shared.statuses.contains(response.status()) {
+                let Some(server_delay) = self.shared.retryable_failure(response) else {
                     self.shared.budget.on_success(self.session.spent_tokens);
                     return None;
-                }
-                let server_delay = server_delay(response);
+                };
                 self.schedule(
                     request,
                     Reason::Status(response.status()),

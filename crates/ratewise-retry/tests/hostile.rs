@@ -36,7 +36,7 @@ proptest! {
             Just("x-ratelimit-reset"),
         ],
         value in header_value(),
-        status in prop_oneof![Just(429u16), Just(503u16)],
+        status in prop_oneof![Just(429u16), Just(503u16), Just(403u16)],
     ) {
         let Ok(value) = HeaderValue::from_str(&value) else {
             return Ok(());

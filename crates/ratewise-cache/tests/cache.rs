@@ -520,6 +520,50 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_in_background() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_caller_demanding_revalidation_is_never_answered_stale() {
+    let origin = Origin::new(Duration::from_millis(200), |_, n| {
+        Ok(response(
+            "max-age=10, stale-while-revalidate=30",
+            if n == 0 { "old" } else { "new" },
+        ))
+    });
+    let service = cached(&origin);
+    send(&service, get(URL)).await.unwrap();
+
+    for directive in ["no-cache", "max-age=0"] {
+        // Fresh for the cache (age 1 s of 10), not for this caller.
+        advance(Duration::from_secs(1)).await;
+        let start = tokio::time::Instant::now();
+        let request = Request::get(URL)
+            .header("cache-control", directive)
+            .body(Full::default())
+            .unwrap();
+        let answer = send(&service, request).await.unwrap();
+        assert_eq!(status(&answer), CacheStatus::Miss, "{directive}");
+        assert_eq!(start.elapsed(), Duration::from_millis(200), "{directive}");
+        assert_eq!(body_of(answer).await, "new", "{directive}");
+    }
+    assert_eq!(origin.calls(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn must_revalidate_overrides_stale_while_revalidate() {
+    let origin = Origin::new(Duration::from_millis(200), |_, n| {
+        Ok(response(
+            "max-age=10, stale-while-revalidate=30, must-revalidate",
+            if n == 0 { "old" } else { "new" },
+        ))
+    });
+    let service = cached(&origin);
+    send(&service, get(URL)).await.unwrap();
+    advance(Duration::from_secs(15)).await;
+    let answer = send(&service, get(URL)).await.unwrap();
+    assert_eq!(status(&answer), CacheStatus::Miss);
+    assert_eq!(body_of(answer).await, "new");
+    assert_eq!(origin.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
 async fn too_many_requests_is_never_stored() {
     let origin = Origin::new(Duration::ZERO, |_, _| {
         Ok(Response::builder()

@@ -109,6 +109,12 @@ fn is_cacheable_request(method: &Method, headers: &HeaderMap) -> bool {
             })
 }
 
+/// Whether the caller's request carries cache directives of its own (`Cache-Control`,
+/// `Pragma`): then the cache never answers stale on its own initiative.
+fn has_request_directives(headers: &HeaderMap) -> bool {
+    headers.contains_key(http::header::CACHE_CONTROL) || headers.contains_key(http::header::PRAGMA)
+}
+
 fn is_unsafe(method: &Method) -> bool {
     !matches!(
         *method,
@@ -227,7 +233,14 @@ where
                         }
                     }
                     let staleness = entry.staleness(now);
-                    if staleness <= entry.stale_while_revalidate {
+                    // Only on the server's explicit permission, never against a
+                    // `must-revalidate`/`no-cache` response nor a caller's own directives
+                    // (`no-cache`, `max-age=0`...), which demand a validated answer.
+                    if !entry.must_revalidate
+                        && !entry.stale_while_revalidate.is_zero()
+                        && staleness <= entry.stale_while_revalidate
+                        && !has_request_directives(request.headers())
+                    {
                         // RFC 5861: answer now, refresh in the background (once).
                         let status = CacheStatus::Stale(StaleReason::WhileRevalidate);
                         status.record();

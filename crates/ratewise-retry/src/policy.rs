@@ -160,7 +160,7 @@ impl Shared {
         {
             let info = ratewise_headers::parse(status, response.headers(), SystemTime::now());
             if info.is_rate_limited() {
-                return Some(info.wait());
+                return Some(unclamped(&info, info.wait()));
             }
         }
         None
@@ -309,7 +309,7 @@ impl RetryPolicy {
             return None;
         }
         let (delay, source) = match server_delay {
-            Some(wait) if wait > shared.max_wait => {
+            Some(wait) if wait > shared.max_wait || wait == Duration::MAX => {
                 self.give_up("wait_too_long", attempts);
                 return None;
             }
@@ -386,10 +386,27 @@ fn ceil_to_millis(wait: Duration) -> Duration {
 /// the reset of an exhausted policy (draft `RateLimit` `t=`, GitHub `x-ratelimit-reset`).
 fn server_delay<R: HttpResponse>(response: &R) -> Option<Duration> {
     let info = ratewise_headers::parse(response.status(), response.headers(), SystemTime::now());
-    if info.is_rate_limited() {
+    let wait = if info.is_rate_limited() {
         info.wait()
     } else {
         info.retry_after()
+    };
+    unclamped(&info, wait)
+}
+
+/// The parser clamps absurd durations (`Retry-After: 99999999`) to its maximum (one day).
+/// Waiting that clamped value would retry long before the instant the server named, so a
+/// clamped wait is reported as unbounded: beyond any `max_wait`, it is never waited for.
+fn unclamped(info: &ratewise_headers::RateLimitInfo, wait: Option<Duration>) -> Option<Duration> {
+    match wait {
+        Some(wait) if info.is_clamped() && wait >= ratewise_headers::DEFAULT_MAX_DURATION => {
+            tracing::debug!(
+                target: "ratewise_retry",
+                "the server's delay exceeds a day; treating it as too long to wait"
+            );
+            Some(Duration::MAX)
+        }
+        other => other,
     }
 }
 

@@ -210,6 +210,60 @@ async fn retry_after_beyond_max_wait_returns_immediately() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_absurd_retry_after_is_never_cut_to_the_parsers_clamp() {
+    // The parser clamps 99999999 s to one day; with a max_wait above a day the layer must
+    // not wait that day and retry years before the server's instant.
+    const CASES: [(StatusCode, &[(&str, &str)]); 3] = [
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            &[("retry-after", "99999999")],
+        ),
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            &[("retry-after-ms", "99999999999999")],
+        ),
+        (StatusCode::FORBIDDEN, &[("retry-after", "99999999")]),
+    ];
+    for (status, header) in CASES {
+        let upstream = Upstream::always(status, header);
+        let client = layer()
+            .max_wait(Duration::from_secs(2 * 86_400))
+            .build()
+            .unwrap()
+            .layer(upstream.clone());
+        let start = Instant::now();
+        let response = client
+            .oneshot(get("https://api.example.com/a"))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status);
+        assert_eq!(start.elapsed(), Duration::ZERO, "{header:?}");
+        tokio::time::sleep(Duration::from_secs(3 * 86_400)).await;
+        assert_eq!(upstream.count(), 1, "{header:?}");
+    }
+    // A real wait of more than a day within max_wait is still honoured exactly.
+    let upstream = Upstream::new(|n, _| {
+        Ok(if n == 0 {
+            response(StatusCode::SERVICE_UNAVAILABLE, &[("retry-after", "86000")])
+        } else {
+            response(StatusCode::OK, &[])
+        })
+    });
+    let client = layer()
+        .max_wait(Duration::from_secs(2 * 86_400))
+        .build()
+        .unwrap()
+        .layer(upstream.clone());
+    let response = client
+        .oneshot(get("https://api.example.com/a"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let log = upstream.log();
+    assert_eq!(log[1].at - log[0].at, Duration::from_secs(86_000));
+}
+
+#[tokio::test(start_paused = true)]
 async fn http_date_retry_after_is_read_relative_to_date() {
     // The server's clock is far from ours: only the difference Retry-After - Date counts.
     let upstream = Upstream::new(|n, _| {

@@ -29,7 +29,9 @@
 //! - **Coalescing**: concurrent identical cacheable requests (GET/HEAD, same key) share one
 //!   upstream request, driven in a spawned task so that the leader dropping its future loses
 //!   nothing for the followers ([`Cache#cancel-safety`]). Upstream errors reach every
-//!   follower as a [`SharedError`].
+//!   follower as a [`SharedError`]. Before the first response of a resource nobody knows its
+//!   `Vary`: a follower whose request differs from the leader's in a header the response
+//!   varies on does not get the leader's response, it sends its own request.
 //! - **Degradation** (RFC 5861): `stale-while-revalidate` answers at once from a stale entry
 //!   and refreshes it in the background; `stale-if-error` serves the stale entry when the
 //!   upstream request fails (transport error, 500/502/503/504). In addition, when a layer

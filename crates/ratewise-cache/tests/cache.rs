@@ -363,6 +363,47 @@ async fn concurrent_identical_gets_share_one_upstream_request() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn coalesced_followers_get_only_a_response_that_varies_their_way() {
+    let origin = Origin::new(Duration::from_millis(100), |request, _| {
+        let accept = request.headers()["accept"].to_str().unwrap().to_owned();
+        Ok(Response::builder()
+            .header("cache-control", "max-age=60")
+            .header("vary", "Accept")
+            .body(Full::new(Bytes::from(accept)))
+            .unwrap())
+    });
+    let service = cached(&origin);
+    let with_accept = |accept: &'static str| {
+        Request::get(URL)
+            .header("accept", accept)
+            .body(Full::default())
+            .unwrap()
+    };
+    // Nothing is stored yet, so the three requests share a key until the response says
+    // `Vary: Accept`: the XML caller must not receive the JSON answer.
+    let answers = futures_join_all([
+        send(&service, with_accept("application/json")),
+        send(&service, with_accept("text/xml")),
+        send(&service, with_accept("application/json")),
+    ])
+    .await;
+    let mut seen = Vec::new();
+    for answer in answers {
+        let answer = answer.unwrap();
+        seen.push((status(&answer), body_of(answer).await));
+    }
+    assert_eq!(
+        seen,
+        [
+            (CacheStatus::Miss, Bytes::from("application/json")),
+            (CacheStatus::Miss, Bytes::from("text/xml")),
+            (CacheStatus::Coalesced, Bytes::from("application/json")),
+        ]
+    );
+    assert_eq!(origin.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
 async fn dropped_leader_does_not_lose_the_request_for_followers() {
     let origin = Origin::new(Duration::from_millis(100), |_, _| {
         Ok(response("max-age=60", "survived"))

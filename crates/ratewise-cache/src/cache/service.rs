@@ -20,7 +20,9 @@ use crate::cache::body::{CacheBody, Collected, collect_capped};
 use crate::cache::future::ResponseFuture;
 use crate::cache::key::{PolicyRequest, PrimaryKey, VariantKey, policy_headers, vary_names};
 use crate::cache::status::{CacheStatus, StaleReason};
-use crate::cache::store::{Entry, FollowerOutcome, Head, Shared, sanitize_response_headers};
+use crate::cache::store::{
+    Entry, FollowerOutcome, Head, Shared, Waiter, sanitize_response_headers,
+};
 use crate::error::{SharedError, UpstreamTaskLost};
 
 /// Caches the responses of the inner HTTP service; made by [`CacheLayer`](crate::CacheLayer).
@@ -291,7 +293,10 @@ where
             let mut in_flight = shared.in_flight.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(waiters) = in_flight.get_mut(&key) {
                 let (tx, rx) = oneshot::channel();
-                waiters.push(tx);
+                waiters.push(Waiter {
+                    tx,
+                    headers: owned_headers,
+                });
                 drop(in_flight);
                 return ResponseFuture::boxed(follow(rx, inner, request));
             }
@@ -364,7 +369,7 @@ where
 }
 
 /// A follower: waits for the leader's flight; sends its own request only if the shared
-/// response was too large to share.
+/// response cannot serve it (too large, or varying on headers where it differs).
 async fn follow<S, ReqB, ResB>(
     rx: oneshot::Receiver<FollowerOutcome>,
     mut inner: S,
@@ -379,7 +384,7 @@ where
             Ok(from_head((*head).clone(), CacheBody::full(body), status))
         }
         Ok(FollowerOutcome::Error(err)) => Err(Box::new(err)),
-        Ok(FollowerOutcome::Oversized) => {
+        Ok(FollowerOutcome::NotShared) => {
             // `inner` was readied for this request and never used: send it ourselves.
             let response = inner.call(request).await.map_err(Into::into)?;
             let (parts, body) = response.into_parts();
@@ -391,13 +396,26 @@ where
     }
 }
 
+/// Whether a response varying on `vary` (`None`: `Vary: *`) may answer a request with
+/// `follower` headers, given that it answers `leader`'s: every named header has the same values.
+fn same_variant(vary: Option<&[HeaderName]>, leader: &HeaderMap, follower: &HeaderMap) -> bool {
+    vary.is_some_and(|names| {
+        names.iter().all(|name| {
+            leader
+                .get_all(name)
+                .iter()
+                .eq(follower.get_all(name).iter())
+        })
+    })
+}
+
 /// Is this upstream answer an error for `stale-if-error` (RFC 5861 §4)?
 fn is_error_status(status: StatusCode) -> bool {
     matches!(status.as_u16(), 500 | 502 | 503 | 504)
 }
 
 impl Flight {
-    fn take_waiters(&self) -> Vec<oneshot::Sender<FollowerOutcome>> {
+    fn take_waiters(&self) -> Vec<Waiter> {
         self.answered.store(true, Ordering::Relaxed);
         if !self.registered {
             return Vec::new();
@@ -424,10 +442,15 @@ impl Flight {
             CacheStatus::Stale(_) => status,
             _ => CacheStatus::Coalesced,
         };
+        let vary = vary_names(&head.headers);
         let head = Arc::new(head);
         for waiter in waiters {
+            if !same_variant(vary.as_deref(), &self.policy_headers, &waiter.headers) {
+                let _ = waiter.tx.send(FollowerOutcome::NotShared);
+                continue;
+            }
             follower_status.record();
-            let _ = waiter.send(FollowerOutcome::Response {
+            let _ = waiter.tx.send(FollowerOutcome::Response {
                 head: head.clone(),
                 body: body.clone(),
                 status: follower_status,
@@ -451,7 +474,7 @@ impl Flight {
         }
         let shared = SharedError::new(err);
         for waiter in waiters {
-            let _ = waiter.send(FollowerOutcome::Error(shared.clone()));
+            let _ = waiter.tx.send(FollowerOutcome::Error(shared.clone()));
         }
         if let Some(leader) = leader {
             let _ = leader.send(Err(Box::new(shared)));
@@ -629,7 +652,7 @@ async fn drive<S, ReqB, ResB>(
         Collected::TooLarge { prefix, rest } => {
             tracing::debug!(target: "ratewise::cache", path = flight.uri.path(), "response larger than max_entry_bytes; streamed uncached");
             for waiter in flight.take_waiters() {
-                let _ = waiter.send(FollowerOutcome::Oversized);
+                let _ = waiter.tx.send(FollowerOutcome::NotShared);
             }
             if let Some(leader) = leader {
                 CacheStatus::Miss.record();

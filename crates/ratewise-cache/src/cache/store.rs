@@ -192,9 +192,18 @@ pub(crate) enum FollowerOutcome {
         body: Bytes,
         status: CacheStatus,
     },
-    /// The response was too large to share: send your own request.
-    Oversized,
+    /// The response cannot serve this follower (too large to share, or its `Vary` names
+    /// request headers in which the follower differs from the leader): send your own request.
+    NotShared,
     Error(SharedError),
+}
+
+/// A follower waiting on an in-flight request, with its request headers as the policy sees
+/// them, so that a response whose `Vary` selects other values is not handed to it.
+#[derive(Debug)]
+pub(crate) struct Waiter {
+    pub(crate) tx: oneshot::Sender<FollowerOutcome>,
+    pub(crate) headers: HeaderMap,
 }
 
 /// State shared by a layer and every service and clone made from it.
@@ -203,7 +212,7 @@ pub(crate) struct Shared {
     pub(crate) config: CacheConfig,
     pub(crate) options: CacheOptions,
     pub(crate) store: moka::sync::Cache<StoreKey, StoreValue>,
-    pub(crate) in_flight: Mutex<HashMap<VariantKey, Vec<oneshot::Sender<FollowerOutcome>>>>,
+    pub(crate) in_flight: Mutex<HashMap<VariantKey, Vec<Waiter>>>,
     pub(crate) clock: Clock,
 }
 

@@ -322,7 +322,7 @@ async fn ten_minutes_of_chaos_keep_every_promise() {
 
     // Count in = count out, and every error is one of the typed refusals or timeouts.
     assert!(tally.unclassified.is_empty(), "{:?}", tally.unclassified);
-    assert!(tally.issued > 10_000, "{tally:?}");
+    assert!(tally.issued > 8_000, "{tally:?}");
     assert_eq!(tally.issued, tally.ended(), "{tally:?}");
 
     // No write without an Idempotency-Key reached the server twice; keyed writes were retried.

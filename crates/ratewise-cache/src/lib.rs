@@ -32,6 +32,10 @@
 //!   follower as a [`SharedError`]. Before the first response of a resource nobody knows its
 //!   `Vary`: a follower whose request differs from the leader's in a header the response
 //!   varies on does not get the leader's response, it sends its own request.
+//! - **Hits** are served without re-running the policy when the entry is fresh and the
+//!   request has no `Cache-Control`/`Pragma` of its own (every other case asks the policy):
+//!   the stored head without its hop-by-hop fields, the origin's `Date`, and an `Age`
+//!   brought up to date (RFC 9111 §4.2.3).
 //! - **Degradation** (RFC 5861): `stale-while-revalidate` answers at once from a stale entry
 //!   and refreshes it in the background; `stale-if-error` serves the stale entry when the
 //!   upstream request fails (transport error, 500/502/503/504). In addition, when a layer

@@ -24,20 +24,45 @@ pub(crate) struct VariantKey {
     pub(crate) vary: Option<[u8; 32]>,
 }
 
-/// Keys of the one byte-bounded store: the `Vary` names last seen for a resource, and the
-/// variants.
+/// Keys of the one byte-bounded store. A resource's key holds its response when that does not
+/// vary (one lookup on a hit), or else the `Vary` names last seen, which lead to the variants.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum StoreKey {
-    Vary(PrimaryKey),
+    Resource(PrimaryKey),
     Variant(VariantKey),
 }
 
-fn hash_headers(names: &[HeaderName], headers: &HeaderMap) -> Option<[u8; 32]> {
+impl StoreKey {
+    /// The resource this key belongs to.
+    pub(crate) fn into_primary(self) -> PrimaryKey {
+        match self {
+            StoreKey::Resource(primary) => primary,
+            StoreKey::Variant(variant) => variant.primary,
+        }
+    }
+}
+
+/// SHA-256 of the values of `names` in `headers`, the names in `absent` counting as absent;
+/// `None` when none of them has a value.
+fn hash_headers(
+    names: &[HeaderName],
+    headers: &HeaderMap,
+    absent: &[HeaderName],
+) -> Option<[u8; 32]> {
+    let present = |name: &HeaderName| !absent.contains(name) && headers.contains_key(name);
+    if !names.iter().any(present) {
+        // The common case of the identity digest (no credentials): no hashing at all.
+        return None;
+    }
     let mut hasher = Sha256::new();
     let mut any = false;
     for name in names {
         hasher.update(name.as_str().as_bytes());
         hasher.update([0u8]);
+        if absent.contains(name) {
+            hasher.update([0xffu8]);
+            continue;
+        }
         for value in headers.get_all(name) {
             any = true;
             // Length-prefix values so that ("a,b") and ("a", "b") cannot collide.
@@ -59,18 +84,27 @@ impl PrimaryKey {
         PrimaryKey {
             method: method.clone(),
             uri: uri.clone(),
-            identity: hash_headers(isolation, headers),
+            identity: hash_headers(isolation, headers, &[]),
         }
     }
 }
 
 impl VariantKey {
-    pub(crate) fn new(primary: PrimaryKey, vary: &[HeaderName], headers: &HeaderMap) -> Self {
+    /// The key of the variant of `primary` that a request with `headers` selects, the
+    /// `isolation` headers counting as absent (the primary key already accounts for them; the
+    /// cache policy never sees them), so the raw request headers give the same key as
+    /// [`policy_headers`] of them, without copying the map.
+    pub(crate) fn new(
+        primary: PrimaryKey,
+        vary: &[HeaderName],
+        headers: &HeaderMap,
+        isolation: &[HeaderName],
+    ) -> Self {
         let vary = if vary.is_empty() {
             None
         } else {
             // Absent headers count too: `Vary: Accept` with and without `Accept` differ.
-            let mut digest = hash_headers(vary, headers);
+            let mut digest = hash_headers(vary, headers, isolation);
             if digest.is_none() {
                 digest = Some([0u8; 32]);
             }
@@ -201,10 +235,15 @@ mod tests {
         let uri: Uri = "http://api/x".parse().unwrap();
         let p = PrimaryKey::new(&Method::GET, &uri, &HeaderMap::new(), &[]);
         let names = [ACCEPT];
-        let json = VariantKey::new(p.clone(), &names, &headers(&[(ACCEPT, "application/json")]));
-        let xml = VariantKey::new(p.clone(), &names, &headers(&[(ACCEPT, "text/xml")]));
-        let absent = VariantKey::new(p.clone(), &names, &HeaderMap::new());
-        let no_vary = VariantKey::new(p, &[], &HeaderMap::new());
+        let json = VariantKey::new(
+            p.clone(),
+            &names,
+            &headers(&[(ACCEPT, "application/json")]),
+            &[],
+        );
+        let xml = VariantKey::new(p.clone(), &names, &headers(&[(ACCEPT, "text/xml")]), &[]);
+        let absent = VariantKey::new(p.clone(), &names, &HeaderMap::new(), &[]);
+        let no_vary = VariantKey::new(p, &[], &HeaderMap::new(), &[]);
         assert_ne!(json, xml);
         assert_ne!(json, absent);
         assert_ne!(absent, no_vary);

@@ -31,8 +31,8 @@ use crate::error::{SharedError, UpstreamTaskLost};
 ///
 /// Upstream requests of cacheable requests run in spawned tasks (so that coalesced callers
 /// survive the leader's cancellation), hence the `Send + 'static` bounds on the inner
-/// service, its future and the bodies. Called outside a tokio runtime, every request passes
-/// through uncached.
+/// service, its future and the bodies. Called outside a tokio runtime, a fresh hit is still
+/// served, and every request that would go upstream passes through uncached.
 ///
 /// # Clone
 ///
@@ -137,7 +137,6 @@ fn from_head<B>(head: Head, body: CacheBody<B>, status: CacheStatus) -> Response
 struct Flight {
     shared: Arc<Shared>,
     key: VariantKey,
-    primary: PrimaryKey,
     method: Method,
     uri: http::Uri,
     policy_headers: HeaderMap,
@@ -148,6 +147,30 @@ struct Flight {
     answered: AtomicBool,
     /// Whether this flight is in the in-flight table (not when coalescing is off).
     registered: bool,
+}
+
+impl Flight {
+    /// The flight of `request`; `registered` says whether `key` was put in the in-flight
+    /// table for it.
+    fn new<B>(
+        shared: &Arc<Shared>,
+        key: VariantKey,
+        request: &Request<B>,
+        policy_headers: HeaderMap,
+        stale: Option<Arc<Entry>>,
+        registered: bool,
+    ) -> Self {
+        Flight {
+            shared: shared.clone(),
+            key,
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            policy_headers,
+            stale,
+            answered: AtomicBool::new(false),
+            registered,
+        }
+    }
 }
 
 impl Drop for Flight {
@@ -186,22 +209,30 @@ where
         if !is_cacheable_request(request.method(), request.headers()) {
             return passthrough(shared, inner, request);
         }
-        // Coalescing and background revalidation spawn tasks: without a runtime, pass through.
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::debug!(target: "ratewise::cache", "no tokio runtime; request passed through uncached");
-            return passthrough(shared, inner, request);
-        };
 
         let now = Instant::now();
-        let now_system = shared.clock.system(now);
         let primary = PrimaryKey::new(
             request.method(),
             request.uri(),
             request.headers(),
             isolation,
         );
-        let headers = policy_headers(request.headers(), isolation);
-        let (key, entry) = shared.lookup(&primary, &headers);
+        let (key, entry) = shared.lookup(primary, request.headers());
+        // The hot path: a fresh entry and a request without directives of its own need no
+        // policy evaluation, no copy of the request headers and no runtime.
+        if let Some(entry) = &entry
+            && entry.is_fresh_for(request.headers(), now)
+        {
+            return hit(entry, now);
+        }
+
+        // Coalescing and background revalidation spawn tasks: without a runtime, pass through.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::debug!(target: "ratewise::cache", "no tokio runtime; request passed through uncached");
+            return passthrough(shared, inner, request);
+        };
+        // Owned: the request is changed (conditionals) and moved upstream below.
+        let headers = policy_headers(request.headers(), isolation).into_owned();
 
         let mut stale = None;
         let mut conditionals = Vec::new();
@@ -211,20 +242,12 @@ where
                 uri: request.uri(),
                 headers: &headers,
             };
-            match entry.policy.before_request(&policy_request, now_system) {
-                BeforeRequest::Fresh(parts) => {
-                    let head = Head {
-                        status: parts.status,
-                        version: parts.version,
-                        headers: parts.headers,
-                    };
-                    CacheStatus::Hit.record();
-                    return ResponseFuture::ready(Ok(from_head(
-                        head,
-                        CacheBody::full(entry.body.clone()),
-                        CacheStatus::Hit,
-                    )));
-                }
+            match entry
+                .policy
+                .before_request(&policy_request, shared.clock.system(now))
+            {
+                // A fresh answer to a request with directives of its own (`max-stale`...).
+                BeforeRequest::Fresh(_) => return hit(&entry, now),
                 BeforeRequest::Stale {
                     request: revalidation,
                     matches: true,
@@ -248,11 +271,10 @@ where
                         status.record();
                         tracing::info!(target: "ratewise::cache", reason = "stale-while-revalidate", staleness_ms = staleness.as_millis() as u64, path = request.uri().path(), "serving stale response");
                         let response = from_head(
-                            entry.stale_head(now_system),
+                            entry.head_at(now),
                             CacheBody::full(entry.body.clone()),
                             status,
                         );
-                        let owned_headers = headers.into_owned();
                         let leads = {
                             let mut in_flight =
                                 shared.in_flight.lock().unwrap_or_else(|e| e.into_inner());
@@ -265,17 +287,8 @@ where
                         };
                         if leads {
                             add_conditionals(&mut request, &conditionals);
-                            let flight = Flight {
-                                shared: shared.clone(),
-                                key,
-                                primary,
-                                method: request.method().clone(),
-                                uri: request.uri().clone(),
-                                policy_headers: owned_headers,
-                                stale: Some(entry),
-                                answered: AtomicBool::new(false),
-                                registered: true,
-                            };
+                            let flight =
+                                Flight::new(shared, key, &request, headers, Some(entry), true);
                             let upstream = inner.call(request);
                             runtime.spawn(drive::<S, ReqB, ResB>(flight, upstream, None));
                         }
@@ -287,33 +300,26 @@ where
             }
         }
 
-        let owned_headers = headers.into_owned();
         // Join the identical request in flight, or lead a new one.
         if shared.config.coalesce {
             let mut in_flight = shared.in_flight.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(waiters) = in_flight.get_mut(&key) {
                 let (tx, rx) = oneshot::channel();
-                waiters.push(Waiter {
-                    tx,
-                    headers: owned_headers,
-                });
+                waiters.push(Waiter { tx, headers });
                 drop(in_flight);
                 return ResponseFuture::boxed(follow(rx, inner, request));
             }
             in_flight.insert(key.clone(), Vec::new());
         }
         add_conditionals(&mut request, &conditionals);
-        let flight = Flight {
-            shared: shared.clone(),
+        let flight = Flight::new(
+            shared,
             key,
-            primary,
-            method: request.method().clone(),
-            uri: request.uri().clone(),
-            policy_headers: owned_headers,
+            &request,
+            headers,
             stale,
-            answered: AtomicBool::new(false),
-            registered: shared.config.coalesce,
-        };
+            shared.config.coalesce,
+        );
         let upstream = inner.call(request);
         let (tx, rx) = oneshot::channel();
         runtime.spawn(drive::<S, ReqB, ResB>(flight, upstream, Some(tx)));
@@ -322,6 +328,16 @@ where
                 .unwrap_or_else(|_| Err(Box::new(UpstreamTaskLost) as BoxError))
         })
     }
+}
+
+/// Answers from a fresh stored entry.
+fn hit<B>(entry: &Entry, now: Instant) -> ResponseFuture<B> {
+    CacheStatus::Hit.record();
+    ResponseFuture::ready(Ok(from_head(
+        entry.head_at(now),
+        CacheBody::full(entry.body.clone()),
+        CacheStatus::Hit,
+    )))
 }
 
 fn add_conditionals<B>(request: &mut Request<B>, conditionals: &[(HeaderName, http::HeaderValue)]) {
@@ -415,6 +431,10 @@ fn is_error_status(status: StatusCode) -> bool {
 }
 
 impl Flight {
+    fn request_host(&self) -> Option<http::HeaderValue> {
+        self.policy_headers.get(http::header::HOST).cloned()
+    }
+
     fn take_waiters(&self) -> Vec<Waiter> {
         self.answered.store(true, Ordering::Relaxed);
         if !self.registered {
@@ -509,7 +529,7 @@ impl Flight {
             return false;
         };
         tracing::warn!(target: "ratewise::cache", reason = ?reason, staleness_ms = staleness.as_millis() as u64, path = self.uri.path(), "serving stale response");
-        let head = entry.stale_head(self.shared.clock.system(now));
+        let head = entry.head_at(now);
         self.publish::<B>(
             leader.take(),
             head,
@@ -576,14 +596,18 @@ async fn drive<S, ReqB, ResB>(
             policy,
             head.clone(),
             entry.body.clone(),
+            flight.request_host(),
             now,
             now_system,
             max_stale,
         );
         let vary = vary_names(&head.headers).unwrap_or_else(|| Arc::from(Vec::new()));
-        flight
-            .shared
-            .insert(&flight.primary, &vary, &flight.policy_headers, new_entry);
+        flight.shared.insert(
+            &flight.key.primary,
+            &vary,
+            &flight.policy_headers,
+            new_entry,
+        );
         tracing::debug!(target: "ratewise::cache", path = flight.uri.path(), "revalidated (304)");
         flight.publish::<ResB>(
             leader,
@@ -627,13 +651,14 @@ async fn drive<S, ReqB, ResB>(
                         policy,
                         head.clone(),
                         bytes.clone(),
+                        flight.request_host(),
                         now,
                         now_system,
                         max_stale,
                     );
                     flight
                         .shared
-                        .insert(&flight.primary, &vary, &flight.policy_headers, entry);
+                        .insert(&flight.key.primary, &vary, &flight.policy_headers, entry);
                 }
                 _ => {
                     tracing::trace!(target: "ratewise::cache", status = parts.status.as_u16(), "response not storable");

@@ -56,10 +56,16 @@ impl CacheStatus {
     }
 
     pub(crate) fn record(self) {
-        metrics::counter!(
-            ratewise_core::metric_names::CACHE_REQUESTS_TOTAL,
-            "status" => self.as_str()
-        )
-        .increment(1);
+        use ratewise_core::metric_names::CACHE_REQUESTS_TOTAL as NAME;
+        // Literal labels make static metric keys: no allocation per request.
+        let counter = match self {
+            CacheStatus::Hit => metrics::counter!(NAME, "status" => "hit"),
+            CacheStatus::Miss => metrics::counter!(NAME, "status" => "miss"),
+            CacheStatus::Revalidated => metrics::counter!(NAME, "status" => "revalidated"),
+            CacheStatus::Stale(_) => metrics::counter!(NAME, "status" => "stale"),
+            CacheStatus::Coalesced => metrics::counter!(NAME, "status" => "coalesced"),
+            CacheStatus::Uncacheable => metrics::counter!(NAME, "status" => "uncacheable"),
+        };
+        counter.increment(1);
     }
 }

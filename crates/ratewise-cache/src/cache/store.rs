@@ -64,19 +64,30 @@ pub(crate) struct Entry {
     pub(crate) stale_if_error: Duration,
     /// `must-revalidate` or `no-cache`: never served stale on our own initiative.
     pub(crate) must_revalidate: bool,
+    /// The `Host` header of the request that was answered (the policy matches it too).
+    request_host: Option<HeaderValue>,
+    /// The response's age when stored, and when that was: its age at any later instant
+    /// without asking the policy.
+    age_at_store: Duration,
+    stored_at: Instant,
     pub(crate) weight: u32,
 }
 
 impl Entry {
+    /// Stores `head` (without its hop-by-hop fields, which belong to one connection) and
+    /// `body`, as answered at `now` to a request whose `Host` header was `request_host`.
     pub(crate) fn new(
         policy: CachePolicy,
-        head: Head,
+        mut head: Head,
         body: Bytes,
+        request_host: Option<HeaderValue>,
         now: Instant,
         now_system: SystemTime,
         max_stale: Duration,
     ) -> Self {
+        strip_hop_by_hop(&mut head.headers);
         let ttl = policy.time_to_live(now_system).min(MAX_BELIEVABLE);
+        let age_at_store = policy.age(now_system).min(MAX_BELIEVABLE);
         let windows = StaleWindows::parse(&head.headers, max_stale);
         let header_bytes: u64 = head
             .headers
@@ -96,6 +107,9 @@ impl Entry {
             stale_while_revalidate: windows.stale_while_revalidate,
             stale_if_error: windows.stale_if_error,
             must_revalidate: windows.must_revalidate,
+            request_host,
+            age_at_store,
+            stored_at: now,
             weight,
         }
     }
@@ -105,13 +119,57 @@ impl Entry {
         now.saturating_duration_since(self.fresh_until)
     }
 
-    /// The stored head with `Age` brought up to date, for serving stale.
-    pub(crate) fn stale_head(&self, now_system: SystemTime) -> Head {
+    /// Whether a request with `headers` may take this entry at `now` without asking the
+    /// policy: the entry is fresh and the request has no cache directives of its own and the
+    /// same `Host`. The caller found the entry by method, URI and the `Vary`ed headers, so
+    /// `CachePolicy::before_request` would answer `Fresh` too; the other cases go to it.
+    #[inline]
+    pub(crate) fn is_fresh_for(&self, headers: &HeaderMap, now: Instant) -> bool {
+        now < self.fresh_until
+            && !headers.contains_key(http::header::CACHE_CONTROL)
+            && !headers.contains_key(http::header::PRAGMA)
+            && headers.get(http::header::HOST) == self.request_host.as_ref()
+    }
+
+    /// The stored head with `Age` brought up to date at `now` (RFC 9111 §5.1); the origin's
+    /// `Date` is kept.
+    pub(crate) fn head_at(&self, now: Instant) -> Head {
         let mut head = self.head.clone();
-        let age = self.policy.age(now_system).min(MAX_BELIEVABLE).as_secs();
+        let age = self
+            .age_at_store
+            .saturating_add(now.saturating_duration_since(self.stored_at))
+            .min(MAX_BELIEVABLE)
+            .as_secs();
         head.headers
             .insert(http::header::AGE, HeaderValue::from(age));
         head
+    }
+}
+
+/// Removes the hop-by-hop fields (RFC 9110 §7.6.1): those `Connection` names and the
+/// standard ones.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in [
+        http::header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        http::header::PROXY_AUTHENTICATE,
+        http::header::PROXY_AUTHORIZATION,
+        http::header::TE,
+        http::header::TRAILER,
+        http::header::TRANSFER_ENCODING,
+        http::header::UPGRADE,
+    ] {
+        headers.remove(name);
     }
 }
 
@@ -218,7 +276,7 @@ pub(crate) struct Shared {
 
 fn key_weight(key: &StoreKey) -> u64 {
     let primary = match key {
-        StoreKey::Vary(p) => p,
+        StoreKey::Resource(p) => p,
         StoreKey::Variant(v) => &v.primary,
     };
     primary.uri.to_string().len() as u64 + 128
@@ -257,26 +315,40 @@ impl Shared {
         }
     }
 
-    /// The variant key for this request and its stored entry, if any.
+    /// The variant key for a request with `headers` and its stored entry, if any.
     pub(crate) fn lookup(
         &self,
-        primary: &PrimaryKey,
-        policy_headers: &HeaderMap,
+        primary: PrimaryKey,
+        headers: &HeaderMap,
     ) -> (VariantKey, Option<Arc<Entry>>) {
-        let vary = match self.store.get(&StoreKey::Vary(primary.clone())) {
-            Some(StoreValue::Vary(names)) => Some(names),
-            _ => None,
-        };
-        let key = VariantKey::new(
-            primary.clone(),
-            vary.as_deref().unwrap_or(&[]),
-            policy_headers,
-        );
-        let entry = match self.store.get(&StoreKey::Variant(key.clone())) {
-            Some(StoreValue::Variant(entry)) => Some(entry),
-            _ => None,
-        };
-        (key, entry)
+        // The key is built by value and taken back: no clone of the URI on a hit.
+        let resource = StoreKey::Resource(primary);
+        let found = self.store.get(&resource);
+        let primary = resource.into_primary();
+        match found {
+            Some(StoreValue::Variant(entry)) => (
+                VariantKey {
+                    primary,
+                    vary: None,
+                },
+                Some(entry),
+            ),
+            Some(StoreValue::Vary(names)) => {
+                let key = VariantKey::new(primary, &names, headers, &self.config.isolation_headers);
+                let entry = match self.store.get(&StoreKey::Variant(key.clone())) {
+                    Some(StoreValue::Variant(entry)) => Some(entry),
+                    _ => None,
+                };
+                (key, entry)
+            }
+            None => (
+                VariantKey {
+                    primary,
+                    vary: None,
+                },
+                None,
+            ),
+        }
     }
 
     pub(crate) fn insert(
@@ -286,32 +358,35 @@ impl Shared {
         policy_headers: &HeaderMap,
         entry: Entry,
     ) {
+        let resource = StoreKey::Resource(primary.clone());
+        let entry = StoreValue::Variant(Arc::new(entry));
         if vary.is_empty() {
-            self.store.invalidate(&StoreKey::Vary(primary.clone()));
+            // Replaces a `Vary` record too: the variants it led to become unreachable.
+            self.store.insert(resource, entry);
         } else {
-            self.store.insert(
-                StoreKey::Vary(primary.clone()),
-                StoreValue::Vary(vary.clone()),
+            self.store.insert(resource, StoreValue::Vary(vary.clone()));
+            let key = VariantKey::new(
+                primary.clone(),
+                vary,
+                policy_headers,
+                &self.config.isolation_headers,
             );
+            self.store.insert(StoreKey::Variant(key), entry);
         }
-        let key = VariantKey::new(primary.clone(), vary, policy_headers);
-        self.store
-            .insert(StoreKey::Variant(key), StoreValue::Variant(Arc::new(entry)));
     }
 
     /// Forgets the stored responses a request to `primary`'s URI could be served (RFC 9111
-    /// §4.4, after an unsafe method): the variant without `Vary`, and the `Vary` record that
-    /// leads to the others (which become unreachable and are evicted in time).
+    /// §4.4, after an unsafe method): the response without `Vary`, or the `Vary` record that
+    /// leads to the variants (which become unreachable and are evicted in time).
     pub(crate) fn invalidate(&self, primary: &PrimaryKey) {
-        self.store.invalidate(&StoreKey::Vary(primary.clone()));
-        self.store.invalidate(&StoreKey::Variant(VariantKey {
-            primary: primary.clone(),
-            vary: None,
-        }));
+        self.store.invalidate(&StoreKey::Resource(primary.clone()));
     }
 
     pub(crate) fn invalidate_variant(&self, key: &VariantKey) {
-        self.store.invalidate(&StoreKey::Variant(key.clone()));
+        match key.vary {
+            None => self.invalidate(&key.primary),
+            Some(_) => self.store.invalidate(&StoreKey::Variant(key.clone())),
+        }
     }
 
     pub(crate) fn new_policy(
@@ -357,7 +432,7 @@ mod tests {
             let _ = policy.time_to_live(later);
             let _ = policy.is_stale(later);
             let _ = policy.before_request(&request, later);
-            let entry = Entry::new(policy, Head { status: head.status, version: head.version, headers: head.headers }, Bytes::new(), Instant::now(), later, Duration::from_secs(86400));
+            let entry = Entry::new(policy, Head { status: head.status, version: head.version, headers: head.headers }, Bytes::new(), None, Instant::now(), later, Duration::from_secs(86400));
             prop_assert!(entry.stale_if_error <= Duration::from_secs(86400));
         }
     }
@@ -405,9 +480,63 @@ mod tests {
                 let _ = revalidation.headers.get("if-none-match");
             }
             let _ = policy.after_response(&request, &head, now);
-            let entry = Entry::new(policy, Head { status: head.status, version: head.version, headers }, Bytes::new(), Instant::now(), now, Duration::from_secs(86400));
-            let _ = entry.stale_head(now + Duration::from_secs(later));
+            let stored = Instant::now();
+            let entry = Entry::new(policy, Head { status: head.status, version: head.version, headers }, Bytes::new(), None, stored, now, Duration::from_secs(86400));
+            let _ = entry.head_at(stored + Duration::from_secs(later));
             prop_assert!(entry.stale_if_error <= Duration::from_secs(86400));
+        }
+    }
+
+    proptest! {
+        /// The fast freshness check of a hit agrees with the policy's `before_request`, and the
+        /// served head carries the policy's `Age` and no hop-by-hop field.
+        #[test]
+        fn the_fast_fresh_check_agrees_with_the_policy(
+            max_age in 0u64..100_000, age in 0u64..100_000, later in 0u64..200_000,
+            stored_host in any::<bool>(), asked_host in any::<bool>(), directive in any::<bool>(),
+        ) {
+            let mut headers = HeaderMap::new();
+            headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_str(&format!("max-age={max_age}")).unwrap());
+            headers.insert(http::header::AGE, HeaderValue::from(age));
+            headers.insert(http::header::CONNECTION, HeaderValue::from_static("close, x-hop"));
+            headers.insert(HeaderName::from_static("x-hop"), HeaderValue::from_static("1"));
+            headers.insert(http::header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+            headers.insert(http::header::ETAG, HeaderValue::from_static("\"v1\""));
+            let mut response = http::Response::new(());
+            *response.headers_mut() = headers;
+            let (head, ()) = response.into_parts();
+            let request = |host: bool, directive: bool| {
+                let mut builder = http::Request::get("http://a/b");
+                if host {
+                    builder = builder.header(http::header::HOST, "a");
+                }
+                if directive {
+                    builder = builder.header(http::header::CACHE_CONTROL, "max-stale");
+                }
+                builder.body(()).unwrap()
+            };
+            let stored_request = request(stored_host, false);
+            let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+            let policy = CachePolicy::new_options(&stored_request, &head, t0, CacheOptions { shared: false, ..Default::default() });
+            let stored = Instant::now();
+            let host = stored_request.headers().get(http::header::HOST).cloned();
+            let entry = Entry::new(policy, Head { status: head.status, version: head.version, headers: head.headers }, Bytes::new(), host, stored, t0, Duration::from_secs(86400));
+
+            let asked = request(asked_host, directive);
+            let at = stored + Duration::from_secs(later);
+            let at_system = t0 + Duration::from_secs(later);
+            let policy_fresh = matches!(entry.policy.before_request(&asked, at_system), http_cache_semantics::BeforeRequest::Fresh(_));
+            if entry.is_fresh_for(asked.headers(), at) {
+                prop_assert!(policy_fresh);
+            } else if !directive {
+                prop_assert!(!policy_fresh);
+            }
+            let served = entry.head_at(at);
+            prop_assert_eq!(served.headers[http::header::AGE].to_str().unwrap(), entry.policy.age(at_system).as_secs().to_string());
+            for hop in ["connection", "x-hop", "transfer-encoding"] {
+                prop_assert!(!served.headers.contains_key(hop));
+            }
+            prop_assert!(served.headers.contains_key(http::header::ETAG));
         }
     }
 

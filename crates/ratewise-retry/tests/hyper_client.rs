@@ -6,10 +6,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
+use http_body_util::Full;
 use http_body_util::StreamBody;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use ratewise_retry::{Backoff, ReplayBody, RetryLayer};
+use ratewise_retry::{Backoff, ErrorClass, ReplayBody, RetryLayer};
 use ratewise_testkit::{EndpointConfig, Faults, MockApi, MockConfig};
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
@@ -96,4 +97,61 @@ async fn replay_body_is_replayed_over_http_to_the_loopback_mock() {
         "the server saw the same body twice"
     );
     server.shutdown().await;
+}
+
+/// A server that reads each request's head and hangs up without answering: the request was
+/// written (and, for all the client knows, processed). Counts the requests it read.
+async fn hang_up_server() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&received);
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let counted = Arc::clone(&counted);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    if socket.readable().await.is_err() {
+                        return;
+                    }
+                    match socket.try_read(&mut buf) {
+                        Ok(0) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                        Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(_) => return,
+                    }
+                }
+                counted.fetch_add(1, Ordering::SeqCst);
+                // Dropping the socket closes the connection before any response.
+            });
+        }
+    });
+    (addr, received)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_post_whose_connection_broke_after_it_was_written_reaches_the_server_once() {
+    let (addr, received) = hang_up_server().await;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    // A classifier that calls every error safe: idempotency alone must prevent the duplicate.
+    let retrying = RetryLayer::builder()
+        .backoff(Backoff::none())
+        .classify_errors(|_: &(dyn std::error::Error + 'static)| ErrorClass::NotSent)
+        .build()
+        .unwrap()
+        .layer(client);
+    let post = Request::post(format!("http://{addr}/charges"))
+        .body(Full::new(Bytes::from_static(b"amount=10")))
+        .unwrap();
+    retrying.clone().oneshot(post).await.unwrap_err();
+    assert_eq!(received.load(Ordering::SeqCst), 1, "the POST was sent once");
+
+    // The same failure on a GET is retried, so the server would have seen a duplicate.
+    let get = Request::get(format!("http://{addr}/charges"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    retrying.oneshot(get).await.unwrap_err();
+    assert_eq!(received.load(Ordering::SeqCst), 1 + 3);
 }

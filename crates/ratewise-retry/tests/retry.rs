@@ -383,6 +383,75 @@ async fn safe_transport_errors_are_retried_and_the_last_error_is_returned() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_post_that_failed_after_it_was_written_is_never_sent_again() {
+    // The upstream reads the whole request, then the connection breaks: the server may have
+    // acted on it. Even a classifier that calls every error safe cannot make the layer repeat
+    // a request that is not idempotent.
+    let upstream =
+        Upstream::new(|_, _| Err(std::io::Error::from(std::io::ErrorKind::ConnectionReset).into()));
+    for class in [
+        ErrorClass::ConnectionLost,
+        ErrorClass::NotSent,
+        ErrorClass::Timeout,
+    ] {
+        let before = upstream.count();
+        let client = layer()
+            .classify_errors(move |_: &(dyn std::error::Error + 'static)| class)
+            .build()
+            .unwrap()
+            .layer(upstream.clone());
+        let error = client.clone().oneshot(post(None)).await.unwrap_err();
+        assert!(error.is::<std::io::Error>());
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(upstream.count() - before, 1, "{class:?}: sent once");
+        // The same failure on a request that may be repeated is retried.
+        client.oneshot(post(Some("k-1"))).await.unwrap_err();
+        assert_eq!(
+            upstream.count() - before,
+            1 + 3,
+            "{class:?}: retried with a key"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replay_body_that_fails_mid_stream_is_not_replayed() {
+    // The body breaks after its first chunk; the upstream reports the body's error, which
+    // the default classifier calls retryable (a reset). The broken body cannot be replayed,
+    // so the error is returned after one attempt instead of a truncated or failing replay.
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = std::sync::Arc::clone(&calls);
+    let upstream = tower::service_fn(move |request: Request<ReplayBody>| {
+        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async move {
+            request.into_body().collect().await?;
+            Ok::<_, BoxError>(http::Response::new(()))
+        }
+    });
+    let client = layer()
+        .backoff(Backoff::none())
+        .build()
+        .unwrap()
+        .layer(upstream);
+    let chunks: Vec<Result<http_body::Frame<Bytes>, std::io::Error>> = vec![
+        Ok(http_body::Frame::data(Bytes::from_static(b"first"))),
+        Err(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+    ];
+    let body = ReplayBody::new(StreamBody::new(futures_util::stream::iter(chunks)), 1024);
+    let probe = body.clone();
+    let request = Request::put("https://api.example.com/blob")
+        .body(body)
+        .unwrap();
+    let error = client.oneshot(request).await.unwrap_err();
+    assert_eq!(
+        error.downcast_ref::<std::io::Error>().map(|e| e.kind()),
+        Some(std::io::ErrorKind::ConnectionReset)
+    );
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(!probe.is_replayable());
+}
+
+#[tokio::test(start_paused = true)]
 async fn fatal_errors_are_not_retried_and_classification_is_pluggable() {
     let upstream = Upstream::new(|_, _| Err("certificate expired".into()));
     let client = layer().build().unwrap().layer(upstream.clone());

@@ -95,9 +95,15 @@
 //! - **tower's `Retry` serves**: the policy computes the delay (tower's `Backoff` yields a
 //!   `Sleep`, which cannot be combined with `Retry-After`, so the delay math is ours) and
 //!   returns `tokio::time::sleep_until` as the policy future. tower re-drives the inner
-//!   service's readiness on a clone before each retry and drops the failed response (and its
-//!   body, releasing the connection) before the backoff starts. The layer only adds a thin
+//!   service's readiness on a clone before each retry and drops the failed response before
+//!   the backoff starts, so nothing of it is held while sleeping. The layer only adds a thin
 //!   error conversion to `BoxError` and a named response future.
+//! - **Failed bodies are dropped, not drained**: `Policy::retry` sees the response by
+//!   reference and cannot take a body out of it (hyper's `Incoming` has no `Default` to leave
+//!   in its place). hyper closes a connection whose response body was not read to the end
+//!   instead of pooling it, so each retried failure costs a new connection (retries are the
+//!   slow path). A stack that wants the connection back can collect short error bodies below
+//!   this layer (an `and_then` or `map_future` layer that reads them into a `Full`).
 //! - **Server delays are used as given**: never shortened, and only lengthened by the optional
 //!   `server_delay_jitter`. AWS's 2026 rule clamps the server's delay to
 //!   `[backoff, backoff + 5 s]`, which retries early whenever the server asked for more than

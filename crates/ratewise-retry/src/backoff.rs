@@ -163,7 +163,10 @@ impl Backoff {
             }
         };
         if seconds.is_finite() && seconds > 0.0 {
-            Duration::from_secs_f64(seconds).min(self.cap)
+            // A cap near Duration::MAX rounds up in f64 past what a Duration can hold.
+            Duration::try_from_secs_f64(seconds)
+                .unwrap_or(self.cap)
+                .min(self.cap)
         } else {
             Duration::ZERO
         }
@@ -229,6 +232,26 @@ mod tests {
                 .is_err()
         );
         assert!(Backoff::none().validate().is_ok());
+    }
+
+    #[test]
+    fn a_cap_near_duration_max_never_panics() {
+        for jitter in [
+            Jitter::Full,
+            Jitter::Equal,
+            Jitter::Decorrelated,
+            Jitter::None,
+        ] {
+            let backoff = Backoff::new().jitter(jitter).cap(Duration::MAX);
+            assert!(backoff.validate().is_ok());
+            for retry in [1, 64, 1100, u32::MAX] {
+                let delay = backoff.delay(retry, Duration::MAX, 0.999_999_999);
+                assert!(delay <= Duration::MAX);
+                if jitter == Jitter::None && retry > 1000 {
+                    assert_eq!(delay, Duration::MAX, "the ceiling is the cap");
+                }
+            }
+        }
     }
 
     fn any_jitter() -> impl Strategy<Value = Jitter> {

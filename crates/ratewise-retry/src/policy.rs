@@ -333,7 +333,11 @@ impl RetryPolicy {
             }
         };
         let now = Instant::now();
-        let at = now.checked_add(delay)?;
+        let Some(at) = now.checked_add(delay) else {
+            // Only a cap near Duration::MAX gets here: a wait past the end of time.
+            self.give_up("wait_too_long", attempts);
+            return None;
+        };
         if self.session.deadline.is_some_and(|deadline| at > deadline) {
             self.give_up("deadline", attempts);
             return None;

@@ -73,3 +73,47 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// The other half of the contract: a readable delay within `max_wait` is waited in full,
+    /// rounded up to the millisecond and never cut short, whatever the status that carries it.
+    #[test]
+    fn readable_delays_within_max_wait_are_never_cut_short(
+        millis in 0.0f64..60_000.0,
+        header in prop_oneof![Just("retry-after"), Just("retry-after-ms")],
+        status in prop_oneof![Just(429u16), Just(503u16), Just(403u16)],
+    ) {
+        let (value, expected) = if header == "retry-after" {
+            let seconds = (millis / 1000.0).floor();
+            (format!("{seconds}"), Duration::from_secs(seconds as u64))
+        } else {
+            let text = format!("{millis:.3}");
+            let parsed: f64 = text.parse().unwrap();
+            (text, Duration::from_secs_f64(parsed / 1000.0))
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let gap = runtime.block_on(async move {
+            let upstream = Upstream::new(move |n, _| {
+                let mut response = response(
+                    if n == 0 { StatusCode::from_u16(status).unwrap() } else { StatusCode::OK },
+                    &[],
+                );
+                response
+                    .headers_mut()
+                    .insert(header, HeaderValue::from_str(&value).unwrap());
+                Ok(response)
+            });
+            let client = RetryLayer::builder().build().unwrap().layer(upstream.clone());
+            client.oneshot(get("https://api.example.com/a")).await.unwrap();
+            let log = upstream.log();
+            assert_eq!(log.len(), 2, "retried once, then 200");
+            log[1].at - log[0].at
+        });
+        prop_assert!(gap >= expected, "early: {gap:?} < {expected:?}");
+        prop_assert!(gap <= expected + Duration::from_millis(1), "late: {gap:?} for {expected:?}");
+    }
+}

@@ -246,18 +246,26 @@ impl Settings {
         }
     }
 
-    /// The jittered open duration: shortened by up to `jitter` of itself (`unit` in `[0, 1)`),
-    /// so it never exceeds the cap and callers spread their probes.
+    /// The jittered open duration: a window `jitter` of `duration` wide, starting at
+    /// `duration` (`unit` in `[0, 1)` picks the point), shifted down only as far as the cap
+    /// requires and never below `open_duration`. The configured open duration is therefore a
+    /// floor and `max_open_duration` a ceiling, and callers still spread their probes at the
+    /// cap.
     pub(crate) fn jittered(&self, duration: Duration, unit: f64) -> Duration {
         let unit = if unit.is_finite() {
             unit.clamp(0.0, 1.0)
         } else {
             0.0
         };
-        let factor = 1.0 - self.jitter * unit;
+        let cap = self.max_open_duration.as_secs_f64();
+        let secs = duration.as_secs_f64();
+        let span = secs * self.jitter;
+        let low = (cap - span).max(self.open_duration.as_secs_f64()).min(secs);
+        let high = (low + span).min(cap);
         // `mul_f64` panics when rounding carries a huge duration past `Duration::MAX`.
-        Duration::try_from_secs_f64(duration.as_secs_f64() * factor)
-            .map_or(duration, |jittered| jittered.min(duration))
+        Duration::try_from_secs_f64(low + (high - low) * unit).map_or(duration, |jittered| {
+            jittered.clamp(self.open_duration.min(duration), self.max_open_duration)
+        })
     }
 }
 
@@ -495,8 +503,12 @@ mod tests {
             prop_assert!(d <= settings.max_open_duration);
             prop_assert!(next >= d);
             let j = settings.jittered(d, unit);
-            prop_assert!(j <= d);
-            prop_assert!(j >= d.mul_f64(1.0 - jitter) - Duration::from_nanos(1));
+            prop_assert!(j >= settings.open_duration, "never shorter than configured");
+            prop_assert!(j <= settings.max_open_duration);
+            // f64 arithmetic on durations of millions of years loses whole seconds.
+            let slack = Duration::from_nanos(1).max(d.mul_f64(1e-9));
+            prop_assert!(j >= d.mul_f64(1.0 - jitter).saturating_sub(slack));
+            prop_assert!(j <= d.saturating_add(d.mul_f64(jitter)).saturating_add(slack));
         }
     }
 }

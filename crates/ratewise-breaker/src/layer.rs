@@ -77,7 +77,7 @@ impl<K, C: fmt::Debug> fmt::Debug for CircuitBreakerLayer<K, C> {
 impl CircuitBreakerLayer {
     /// A breaker with the default settings: keyed by host, a count window of 20 calls,
     /// tripping at 50% failures once 10 calls are in the window, open for 30 s (doubling on
-    /// consecutive trips up to 5 min, shortened by up to 10% of jitter), one half-open probe
+    /// consecutive trips up to 5 min, lengthened by up to 10% of jitter), one half-open probe
     /// with a 30 s timeout, and the [`DefaultClassifier`].
     pub fn new() -> Self {
         match CircuitBreakerLayer::builder().build() {
@@ -228,13 +228,14 @@ impl<K, C> CircuitBreakerBuilder<K, C> {
         self
     }
 
-    /// How long the circuit stays open after a trip (default: 30 s).
+    /// How long the circuit stays open after a trip, at least (default: 30 s): jitter never
+    /// shortens it.
     pub fn open_duration(mut self, duration: Duration) -> Self {
         self.settings.open_duration = duration;
         self
     }
 
-    /// The cap of the growing open duration (default: 5 min).
+    /// The cap of the growing open duration, jitter included (default: 5 min).
     pub fn max_open_duration(mut self, duration: Duration) -> Self {
         self.settings.max_open_duration = duration;
         self
@@ -248,8 +249,10 @@ impl<K, C> CircuitBreakerBuilder<K, C> {
         self
     }
 
-    /// Each open duration is shortened by a random share of up to this fraction, in `[0, 1)`
-    /// (default: 0.1), so that many clients do not probe in lockstep. 0 disables jitter.
+    /// Each open duration is lengthened by a random share of up to this fraction, in `[0, 1)`
+    /// (default: 0.1), so that many clients do not probe in lockstep; at the cap the share is
+    /// taken below it instead, never below [`open_duration`](Self::open_duration). 0 disables
+    /// jitter.
     pub fn jitter(mut self, fraction: f64) -> Self {
         self.settings.jitter = fraction;
         self

@@ -14,8 +14,9 @@
 //!   in a row or when slow calls reach a share of the window.
 //! - **Open**: every call fails at once with [`CircuitOpen`]` { key, retry_after }`, without
 //!   reaching the inner service. The circuit stays open for 30 s, doubled on each consecutive
-//!   trip up to 5 min, shortened by a random jitter of up to 10% (injectable, seedable
-//!   [`JitterSource`]); the growth resets after a healthy close.
+//!   trip up to 5 min, lengthened by a random jitter of up to 10% (injectable, seedable
+//!   [`JitterSource`]; never shorter than the configured open duration nor longer than the
+//!   cap); the growth resets after a healthy close.
 //! - **Half-open**: exactly `half_open_probes` (default: 1) calls pass as probes, everyone else is
 //!   refused at once. Their success closes the circuit, any failure re-opens it. A probe whose
 //!   future is dropped gives its slot back without counting; a probe that does not answer
@@ -61,7 +62,9 @@
 //! let error = client.clone().oneshot(request).await.unwrap_err();
 //! let open = error.downcast_ref::<CircuitOpen>().expect("refused by the breaker");
 //! assert_eq!(open.key().as_str(), "api.example.com");
-//! assert!(open.retry_after() <= Duration::from_secs(30));
+//! // Open for 30 s at least, plus up to 10% of jitter.
+//! assert!(open.retry_after() >= Duration::from_secs(30));
+//! assert!(open.retry_after() <= Duration::from_secs(33));
 //! assert_eq!(handle.state(open.key()).as_str(), "open");
 //! # Ok(())
 //! # }

@@ -465,10 +465,22 @@ async fn jitter_is_bounded_and_reproducible_with_a_seed() {
     assert_ne!(a, open_durations(43).await);
     for (trip, d) in a.iter().enumerate() {
         let full = Duration::from_secs(30 * 2u64.pow(trip as u32)).min(Duration::from_secs(300));
+        // Never shorter than the configured 30 s nor longer than the 300 s cap; up to 50%
+        // longer than the nominal duration, or up to 50% shorter at the cap.
         assert!(
-            *d <= full && *d >= full / 2,
+            *d >= Duration::from_secs(30) && *d <= Duration::from_secs(300),
+            "trip {trip}: {d:?}"
+        );
+        assert!(
+            *d >= full / 2 && *d <= full + full / 2,
             "trip {trip}: {d:?} vs {full:?}"
         );
+        if full < Duration::from_secs(200) {
+            assert!(
+                *d >= full,
+                "trip {trip}: jitter shortened {full:?} to {d:?}"
+            );
+        }
     }
 }
 

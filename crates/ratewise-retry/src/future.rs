@@ -77,15 +77,20 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = ready!(this.inner.poll(cx));
-        if let (Some(shared), Ok(response)) = (this.watch.take(), &result)
-            && shared.retryable_failure(response).is_some()
-        {
-            metrics::counter!(RETRY_GIVEN_UP_TOTAL, "reason" => "not_idempotent").increment(1);
-            tracing::debug!(
-                target: "ratewise_retry",
-                status = response.status().as_u16(),
-                "not retrying a request that is not idempotent"
-            );
+        if let (Some(shared), Ok(response)) = (this.watch.take(), &result) {
+            if shared.retryable_failure(response).is_some() {
+                metrics::counter!(RETRY_GIVEN_UP_TOTAL, "reason" => "not_idempotent").increment(1);
+                tracing::debug!(
+                    target: "ratewise_retry",
+                    status = response.status().as_u16(),
+                    "not retrying a request that is not idempotent"
+                );
+            } else {
+                // tower never asks the policy about a request it could not copy, so its
+                // success is accounted here: the token quota refills on every success
+                // (AWS standard mode), not only on those of retryable requests.
+                shared.budget.on_success(0);
+            }
         }
         Poll::Ready(result)
     }

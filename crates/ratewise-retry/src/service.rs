@@ -111,7 +111,7 @@ where
     #[inline]
     fn call(&mut self, request: Request<B>) -> Self::Future {
         // Requests that will not be retried are watched, so a retryable failure of one is
-        // counted as `given_up{reason="not_idempotent"}`.
+        // counted as `given_up{reason="not_idempotent"}` and a success refills the budget.
         let watch = (!self.shared.is_idempotent(&request)).then(|| Arc::clone(&self.shared));
         // tower's Retry calls the readied inner service and keeps a clone of it to re-drive
         // readiness before every retry.

@@ -543,6 +543,45 @@ async fn aws_token_quota_drains_and_refunds() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn successes_of_requests_never_retried_refill_the_token_quota() {
+    // GETs fail, POSTs (not idempotent, so never retried) succeed.
+    let upstream = Upstream::new(|_, seen| {
+        Ok(if seen.method == http::Method::POST {
+            response(StatusCode::CREATED, &[])
+        } else {
+            response(StatusCode::SERVICE_UNAVAILABLE, &[])
+        })
+    });
+    let client = layer()
+        .max_attempts(2)
+        .budget(RetryBudget::token_quota(10, 5, 5).unwrap())
+        .build()
+        .unwrap()
+        .layer(upstream.clone());
+    let get_attempts = |client: Retry<Upstream>| {
+        let upstream = upstream.clone();
+        async move {
+            let before = upstream.count();
+            client
+                .oneshot(get("https://api.example.com/a"))
+                .await
+                .unwrap();
+            upstream.count() - before
+        }
+    };
+    // Two retries drain the 10 tokens; the third GET is not retried.
+    assert_eq!(get_attempts(client.clone()).await, 2);
+    assert_eq!(get_attempts(client.clone()).await, 2);
+    assert_eq!(get_attempts(client.clone()).await, 1);
+    // A POST's success refunds like any success (AWS standard mode), so a retry is possible
+    // again.
+    let response = client.clone().oneshot(post(None)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(get_attempts(client.clone()).await, 2);
+    assert_eq!(get_attempts(client).await, 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn replay_body_under_the_cap_is_replayed_byte_identical() {
     let upstream = Upstream::new(|n, _| {
         Ok(if n == 0 {

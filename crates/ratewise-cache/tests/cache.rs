@@ -278,6 +278,42 @@ async fn stale_entry_is_revalidated_and_304_serves_the_stored_200() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_revalidated_entry_keeps_the_origins_http_date() {
+    const FIRST: &str = "Thu, 26 Nov 2026 10:00:00 GMT";
+    const LATER: &str = "Thu, 26 Nov 2026 10:00:11 GMT";
+    let origin = Origin::new(Duration::ZERO, |req, _| {
+        let builder = Response::builder()
+            .header("etag", "\"v1\"")
+            .header("cache-control", "max-age=10");
+        if req.headers().contains_key("if-none-match") {
+            return Ok(builder
+                .status(StatusCode::NOT_MODIFIED)
+                .header("date", LATER)
+                .body(Full::default())
+                .unwrap());
+        }
+        Ok(builder
+            .header("date", FIRST)
+            .body(Full::new(Bytes::from_static(b"body")))
+            .unwrap())
+    });
+    let service = cached(&origin);
+    let first = send(&service, get(URL)).await.unwrap();
+    assert_eq!(first.headers()["date"], FIRST);
+    advance(Duration::from_secs(11)).await;
+    let revalidated = send(&service, get(URL)).await.unwrap();
+    assert_eq!(status(&revalidated), CacheStatus::Revalidated);
+    assert_eq!(revalidated.headers()["date"], LATER);
+    advance(Duration::from_secs(2)).await;
+    let hit = send(&service, get(URL)).await.unwrap();
+    assert_eq!(status(&hit), CacheStatus::Hit);
+    let date = hit.headers()["date"].to_str().unwrap();
+    assert_eq!(date, LATER);
+    assert!(httpdate::parse_http_date(date).is_ok());
+    assert_eq!(hit.headers()["age"], "2");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_304_with_other_validators_drops_the_entry() {
     let origin = Origin::new(Duration::ZERO, |req, _| {
         if req.headers().contains_key("if-none-match") {

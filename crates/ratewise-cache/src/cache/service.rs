@@ -587,6 +587,18 @@ async fn drive<S, ReqB, ResB>(
     {
         let mut headers = refreshed.headers;
         headers.remove(http::header::AGE);
+        // The policy stamps `Date` with the current time in RFC 2822 form (`+0000`), which is
+        // no HTTP-date: keep the origin's, the 304's if it sent one (RFC 9111 §4.3.4).
+        match (parts.headers.get(http::header::DATE))
+            .or_else(|| entry.head.headers.get(http::header::DATE))
+        {
+            Some(date) => {
+                headers.insert(http::header::DATE, date.clone());
+            }
+            None => {
+                headers.remove(http::header::DATE);
+            }
+        }
         let head = Head {
             status: refreshed.status,
             version: entry.head.version,

@@ -95,6 +95,16 @@
 //!   wall clock that advances with tokio's clock (the layer's creation time plus tokio's elapsed
 //!   time), so absolute resets (epoch seconds, HTTP-dates) convert consistently under a paused
 //!   test clock.
+//! - *Integer-second resets.* Dialects that state the reset in whole seconds (draft-8 `t`,
+//!   draft-7 `reset`, `Retry-After`, legacy epoch resets) cannot express a sub-second reset:
+//!   servers round it up, so a server with a tiny burst (say 10/s with a burst of 1) answers
+//!   `r=0;t=1` after every request and the layer paces that key at one request per second,
+//!   not ten. This is deliberate: the layer never sends before the instant the server
+//!   states, because the server may mean exactly that instant, and guessing a shorter reset
+//!   from `RateLimit-Policy` (`q=10;w=1`) would cost a 429 whenever the guess is wrong. Use a
+//!   dialect with sub-second resets where the server offers one (OpenAI durations, Discord
+//!   `Reset-After`, `retry-after-ms`), or, for a server whose rate is known, a local
+//!   `PaceLayer` quota for that route below this layer.
 //! - *Policies.* Up to 4 policies per key are tracked (IETF lists, OpenAI requests + tokens,
 //!   GitHub resources). Policies counted in requests are reserved from; others (tokens, points)
 //!   only block when exhausted.

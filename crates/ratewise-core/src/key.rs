@@ -3,8 +3,9 @@
 use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
 use http::request::Parts;
 
 use crate::route::RouteTable;
@@ -166,13 +167,18 @@ const MAX_INTERNED_HOSTS: usize = 4096;
 ///
 /// Keys are interned: the first request to a host allocates its key, later ones clone it. Up
 /// to 4096 hosts are remembered; beyond that, keys are allocated per request (still correct).
+/// Looking up a known host takes no lock (the table is a copy-on-write snapshot), so clones used
+/// from many threads at once do not contend.
+///
+/// The authority is used as written, apart from case and userinfo: `api.example.com` and
+/// `api.example.com:443` are different keys.
 ///
 /// # Clone
 ///
 /// Clones share one intern table.
 #[derive(Clone, Debug, Default)]
 pub struct ByHost {
-    interned: Arc<RwLock<HashMap<Box<str>, Key, foldhash::fast::RandomState>>>,
+    interned: Arc<Interned<()>>,
 }
 
 impl ByHost {
@@ -182,22 +188,77 @@ impl ByHost {
     }
 
     fn intern(&self, host: &str) -> Key {
-        if let Some(key) = read(&self.interned).get(host) {
+        if let Some((key, ())) = self.interned.snapshot.load().get_key_value(host) {
             return key.clone();
         }
-        let key = Key::new(host);
-        let mut map = write(&self.interned);
-        if map.len() < MAX_INTERNED_HOSTS {
-            map.entry(host.into()).or_insert(key).clone()
-        } else {
-            key
-        }
+        self.interned.insert_with(host, |map| {
+            if let Some((key, ())) = map.get_key_value(host) {
+                return (key.clone(), false);
+            }
+            let key = Key::new(host);
+            map.insert(key.clone(), ());
+            (key, true)
+        })
     }
 }
 
 impl KeyFn for ByHost {
     fn key(&self, parts: &Parts) -> Key {
         with_host(parts, |host| self.intern(host))
+    }
+}
+
+/// A host-keyed intern table, read without locks.
+///
+/// Readers load an immutable snapshot through `arc-swap` (no lock, no write to a shared cache
+/// line). A new host copies the map under a mutex and publishes the copy: the copy is cheap
+/// (`Key` and `Arc` clones, no allocation per entry), rare (once per host) and bounded by
+/// [`MAX_INTERNED_HOSTS`].
+struct Interned<V> {
+    snapshot: ArcSwap<HashMap<Key, V, foldhash::fast::RandomState>>,
+    writer: Mutex<()>,
+}
+
+impl<V> Default for Interned<V> {
+    fn default() -> Self {
+        Interned {
+            snapshot: ArcSwap::from_pointee(HashMap::default()),
+            writer: Mutex::new(()),
+        }
+    }
+}
+
+impl<V> fmt::Debug for Interned<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Interned")
+            .field("hosts", &self.snapshot.load().len())
+            .finish()
+    }
+}
+
+impl<V: Clone> Interned<V> {
+    /// Runs `update` on a copy of the table and publishes the copy when `update` says it changed
+    /// it. When the table is full, `update` runs on a scratch map that is thrown away, so the
+    /// key it returns is still correct but not remembered.
+    #[cold]
+    fn insert_with(
+        &self,
+        host: &str,
+        update: impl FnOnce(&mut HashMap<Key, V, foldhash::fast::RandomState>) -> (Key, bool),
+    ) -> Key {
+        if self.snapshot.load().len() >= MAX_INTERNED_HOSTS
+            && !self.snapshot.load().contains_key(host)
+        {
+            return update(&mut HashMap::default()).0;
+        }
+        // A poisoned writer lock guards nothing but the publication order: keep going.
+        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = HashMap::clone(&self.snapshot.load());
+        let (key, changed) = update(&mut map);
+        if changed {
+            self.snapshot.store(Arc::new(map));
+        }
+        key
     }
 }
 
@@ -238,7 +299,8 @@ impl KeyFn for ByRoute {
 /// The key is `host` and the [`RouteTable`] bucket of the path, joined by a space
 /// (`"api.github.com search"`): one state per endpoint of each host.
 ///
-/// Combined keys are interned like [`ByHost`]'s.
+/// Combined keys are interned like [`ByHost`]'s (up to 4096 hosts, each with every bucket of
+/// the table), and looked up without a lock.
 ///
 /// # Clone
 ///
@@ -246,7 +308,8 @@ impl KeyFn for ByRoute {
 #[derive(Clone, Debug)]
 pub struct ByHostAndRoute {
     routes: RouteTable,
-    interned: Arc<RwLock<HashMap<Box<str>, Vec<(Key, Key)>, foldhash::fast::RandomState>>>,
+    /// Per host: (bucket, combined key) pairs, at most one per bucket of `routes`.
+    interned: Arc<Interned<Arc<[(Key, Key)]>>>,
 }
 
 impl ByHostAndRoute {
@@ -268,34 +331,27 @@ impl KeyFn for ByHostAndRoute {
     fn key(&self, parts: &Parts) -> Key {
         let bucket = self.routes.bucket(parts.uri.path());
         with_host(parts, |host| {
-            if let Some(pairs) = read(&self.interned).get(host)
+            if let Some(pairs) = self.interned.snapshot.load().get(host)
                 && let Some((_, key)) = pairs.iter().find(|(b, _)| b == bucket)
             {
                 return key.clone();
             }
-            let key = Key::from(format!("{host} {bucket}"));
-            let mut map = write(&self.interned);
-            if map.len() < MAX_INTERNED_HOSTS {
-                let pairs = map.entry(host.into()).or_default();
-                if let Some((_, existing)) = pairs.iter().find(|(b, _)| b == bucket) {
-                    return existing.clone();
+            self.interned.insert_with(host, |map| {
+                let pairs = map.get(host).map_or(&[][..], |pairs| &pairs[..]);
+                if let Some((_, key)) = pairs.iter().find(|(b, _)| b == bucket) {
+                    return (key.clone(), false);
                 }
-                pairs.push((bucket.clone(), key.clone()));
-            }
-            key
+                let key = Key::from(format!("{host} {bucket}"));
+                let mut grown = pairs.to_vec();
+                grown.push((bucket.clone(), key.clone()));
+                let host_key = map
+                    .get_key_value(host)
+                    .map_or_else(|| Key::new(host), |(host_key, _)| host_key.clone());
+                map.insert(host_key, grown.into());
+                (key, true)
+            })
         })
     }
-}
-
-/// Poison-tolerant read lock: the tables hold plain data that a panicking writer cannot leave
-/// half-updated in a way that matters (at worst a key is interned twice).
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
@@ -350,6 +406,77 @@ mod tests {
         assert_eq!(a.as_str(), "api.github.com repos");
         assert!(Arc::ptr_eq(&a.0, &b.0));
         assert_eq!(c.as_str(), "api.github.com default");
+    }
+
+    #[test]
+    fn interning_is_bounded_and_keys_stay_correct_past_the_cap() {
+        let by_host = ByHost::new();
+        for i in 0..MAX_INTERNED_HOSTS + 10 {
+            let key = by_host.key(&parts(&format!("http://h{i}.example/")));
+            assert_eq!(key.as_str(), format!("h{i}.example"));
+        }
+        assert_eq!(by_host.interned.snapshot.load().len(), MAX_INTERNED_HOSTS);
+        let late = by_host.key(&parts("http://Late.example/"));
+        assert_eq!(late.as_str(), "late.example");
+        assert_eq!(by_host.interned.snapshot.load().len(), MAX_INTERNED_HOSTS);
+        let a = by_host.key(&parts("http://h0.example/a"));
+        let b = by_host.key(&parts("http://H0.EXAMPLE/b"));
+        assert!(Arc::ptr_eq(&a.0, &b.0), "known hosts stay interned");
+
+        // A host already interned still learns new buckets once the table is full.
+        let routes = RouteTable::builder().prefix("/a", "a").unwrap().build();
+        let key_fn = ByHostAndRoute::new(routes);
+        for i in 0..MAX_INTERNED_HOSTS {
+            key_fn.key(&parts(&format!("http://h{i}.example/")));
+        }
+        let a = key_fn.key(&parts("http://h0.example/a/1"));
+        let b = key_fn.key(&parts("http://h0.example/a/2"));
+        assert_eq!(a.as_str(), "h0.example a");
+        assert!(Arc::ptr_eq(&a.0, &b.0));
+        let late = key_fn.key(&parts("http://late.example/a"));
+        assert_eq!(late.as_str(), "late.example a");
+        assert_eq!(key_fn.interned.snapshot.load().len(), MAX_INTERNED_HOSTS);
+    }
+
+    #[test]
+    fn concurrent_interning_hands_out_one_key_per_host() {
+        let by_host = ByHost::new();
+        let keys: Vec<Vec<Key>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    let by_host = by_host.clone();
+                    scope.spawn(move || {
+                        (0..64)
+                            .map(|i| by_host.key(&parts(&format!("http://h{i}.example:8080/"))))
+                            .collect()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for thread in &keys[1..] {
+            for (a, b) in thread.iter().zip(&keys[0]) {
+                assert!(Arc::ptr_eq(&a.0, &b.0), "{a} interned twice");
+            }
+        }
+        assert_eq!(by_host.interned.snapshot.load().len(), 64);
+    }
+
+    #[test]
+    fn ports_and_ipv6_literals_are_part_of_the_host_key() {
+        let by_host = ByHost::new();
+        assert_eq!(
+            by_host.key(&parts("http://[::1]:8080/")).as_str(),
+            "[::1]:8080"
+        );
+        assert_eq!(
+            by_host.key(&parts("http://[FE80::1]/")).as_str(),
+            "[fe80::1]"
+        );
+        assert_ne!(
+            by_host.key(&parts("https://api.example.com/")),
+            by_host.key(&parts("https://api.example.com:8443/"))
+        );
     }
 
     #[test]

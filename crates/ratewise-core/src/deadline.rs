@@ -14,9 +14,17 @@ use tokio::time::Instant;
 pub struct Deadline(pub Instant);
 
 impl Deadline {
-    /// A deadline `timeout` from now (tokio's clock).
+    /// A deadline `timeout` from now (tokio's clock). A timeout too large for the clock (such
+    /// as `Duration::MAX`) saturates to about 30 years from now instead of panicking.
     pub fn after(timeout: Duration) -> Self {
-        Deadline(Instant::now() + timeout)
+        // About 30 years, as tokio's own "far future".
+        const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+        let now = Instant::now();
+        Deadline(
+            now.checked_add(timeout)
+                .or_else(|| now.checked_add(FAR_FUTURE))
+                .unwrap_or(now),
+        )
     }
 
     /// The instant.
@@ -38,6 +46,13 @@ impl Deadline {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: `Instant::now() + Duration::MAX` panicked.
+    #[tokio::test(start_paused = true)]
+    async fn a_huge_timeout_saturates() {
+        let deadline = Deadline::after(Duration::MAX);
+        assert!(deadline.remaining() > Duration::from_secs(86_400 * 365 * 29));
+    }
 
     #[tokio::test(start_paused = true)]
     async fn remaining_follows_tokio_time() {

@@ -13,6 +13,11 @@ use crate::key::Key;
 
 const SHARDS: usize = 16;
 
+/// A hit records its time only when the key's last use is older than this: LRU order and idle
+/// eviction need no finer time, and skipping the store keeps threads that hit the same key from
+/// writing (and bouncing) its cache line on every request.
+const TOUCH_GRANULARITY_NANOS: u64 = 1_000_000;
+
 /// Limits of a [`KeyedState`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KeyedStateConfig {
@@ -370,8 +375,10 @@ impl<V> KeyedState<V> {
 impl<V> Shared<V> {
     fn shard(&self, key: &Key) -> &RwLock<HashMap<Key, Slot<V>, foldhash::fast::RandomState>> {
         let hash = self.hasher.hash_one(key.as_str());
-        // The high bits: the map itself uses the low ones.
-        &self.shards[(hash >> 60) as usize % SHARDS]
+        // Middle bits: each shard's map hashes with the same hasher and uses the low bits (bucket
+        // index) and the top 7 bits (the tag that filters probes), so choosing the shard by the
+        // top bits would leave every key of a shard with nearly the same tag.
+        &self.shards[(hash >> 32) as usize % SHARDS]
     }
 
     fn now_nanos(&self) -> u64 {
@@ -382,7 +389,12 @@ impl<V> Shared<V> {
 impl<V> Slot<V> {
     fn touch(&self, now: u64) {
         // Relaxed max: an older timestamp racing in only makes eviction a little earlier.
-        if self.last_used.load(Ordering::Relaxed) < now {
+        if self
+            .last_used
+            .load(Ordering::Relaxed)
+            .saturating_add(TOUCH_GRANULARITY_NANOS)
+            <= now
+        {
             self.last_used.store(now, Ordering::Relaxed);
         }
     }

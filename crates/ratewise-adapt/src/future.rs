@@ -13,7 +13,7 @@ use tokio::sync::futures::OwnedNotified;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tower_service::Service;
 
-use crate::observe::{Observation, is_cached};
+use crate::observe::{Observation, is_cached, may_describe_limits};
 use crate::state::{KeyState, Shared, Wait, WaitReason};
 
 pin_project_lite::pin_project! {
@@ -291,6 +291,12 @@ fn learn<B>(
         return;
     }
     let now = Instant::now();
+    if !may_describe_limits(response.status(), headers) {
+        // Nothing for the parser to find: learn from an empty observation without it.
+        let nothing = Observation::default();
+        route.complete(reserved_on, seq, &nothing, None, segment, shared, now);
+        return;
+    }
     let info = ratewise_headers::parse(response.status(), headers, shared.wall_clock(now));
     let observation = Observation::from_info(&info, route.key());
     route.complete(

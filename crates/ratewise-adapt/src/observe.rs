@@ -35,7 +35,7 @@ impl ObservedPolicy {
 }
 
 /// What one response says about its key.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct Observation {
     /// The response is a rate-limit refusal (429, 503 with Retry-After, GitHub 403, ...).
     pub(crate) rate_limited: bool,
@@ -93,6 +93,23 @@ pub(crate) fn path_segment(path: &str) -> u64 {
         })
 }
 
+/// Whether [`ratewise_headers::parse`] could find anything in this response: a 429 (a refusal
+/// even without headers), or a header whose name mentions `rate`, `retry` or `limit`. Every
+/// field the parser reads besides `Date` and `Age` does (`ratelimit*`, `x-rate-limit-*`,
+/// `retry-after*`, `x-shopify-shop-api-call-limit`, `sforce-limit-info`,
+/// `stripe-should-retry`, ...), and `Date` or `Age` alone describe no policy.
+///
+/// Most APIs send no rate-limit header on most responses, and the full parse of a response
+/// without any costs more than the rest of the layer; this scan of the names is what lets
+/// such responses skip it. A false positive only costs the parse.
+pub(crate) fn may_describe_limits(status: http::StatusCode, headers: &http::HeaderMap) -> bool {
+    status == http::StatusCode::TOO_MANY_REQUESTS
+        || headers.keys().any(|name| {
+            let name = name.as_str();
+            name.contains("rate") || name.contains("retry") || name.contains("limit")
+        })
+}
+
 /// Whether a response came from a cache (`Age > 0`): its rate-limit fields describe the past.
 pub(crate) fn is_cached(headers: &http::HeaderMap) -> bool {
     headers
@@ -138,5 +155,132 @@ impl Observation {
             tracing::debug!(%key, header = %ignored.header(), reason = %ignored.reason(), "adapt: header value ignored by the parser");
         }
         observation
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Every header name `ratewise_headers` reads, one per family (and some prefixed ones).
+    const PARSER_NAMES: &[&str] = &[
+        "retry-after",
+        "retry-after-ms",
+        "ratelimit",
+        "ratelimit-policy",
+        "beta-ratelimit",
+        "beta-ratelimit-policy",
+        "ratelimit-limit",
+        "ratelimit-remaining",
+        "ratelimit-reset",
+        "ratelimit-observed",
+        "ratelimit-resettime",
+        "ratelimit-name",
+        "x-shopify-shop-api-call-limit",
+        "sforce-limit-info",
+        "stripe-rate-limited-reason",
+        "ratelimit-reason",
+        "x-beta-ratelimit-reason",
+        "stripe-should-retry",
+        "x-rate-limit",
+        "x-rate-limit-limit",
+        "x-rate-limit-remaining",
+        "x-rate-limit-reset",
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+        "x-ratelimit-reset-after",
+        "x-ratelimit-bucket",
+        "x-ratelimit-global",
+        "x-ratelimit-resource",
+        "x-ratelimit-limit-requests",
+        "x-ratelimit-reset-tokens",
+        "anthropic-ratelimit-requests-remaining",
+        "x-ms-ratelimit-remaining-subscription-reads",
+        "x-hubspot-ratelimit-daily",
+        "zendesk-ratelimit-tickets-index",
+    ];
+
+    /// Names of ordinary responses, none of which the parser reads for a policy.
+    const OTHER_NAMES: &[&str] = &[
+        "date",
+        "age",
+        "content-type",
+        "content-length",
+        "cache-control",
+        "etag",
+        "server",
+        "vary",
+        "x-request-id",
+        "set-cookie",
+    ];
+
+    const VALUES: &[&str] = &[
+        "0",
+        "1",
+        "5000",
+        "1795715200",
+        "\"p\";r=0;t=1",
+        "\"p\";q=10;w=1",
+        "limit=10, remaining=0, reset=5",
+        "12ms",
+        "32/40",
+        "true",
+        "Thu, 26 Nov 2026 18:00:00 GMT",
+        "core",
+    ];
+
+    #[test]
+    fn every_name_the_parser_reads_is_scanned() {
+        for name in PARSER_NAMES {
+            let mut headers = HeaderMap::new();
+            headers.insert(HeaderName::from_static(name), HeaderValue::from_static("1"));
+            assert!(may_describe_limits(StatusCode::OK, &headers), "{name}");
+        }
+        assert!(may_describe_limits(
+            StatusCode::TOO_MANY_REQUESTS,
+            &HeaderMap::new()
+        ));
+        assert!(!may_describe_limits(StatusCode::OK, &HeaderMap::new()));
+    }
+
+    fn statuses() -> impl Strategy<Value = StatusCode> {
+        prop::sample::select(vec![200u16, 204, 304, 400, 403, 404, 429, 500, 503, 529])
+            .prop_map(|code| StatusCode::from_u16(code).unwrap())
+    }
+
+    fn headers() -> impl Strategy<Value = Vec<(&'static str, &'static str)>> {
+        let names: Vec<&'static str> = PARSER_NAMES.iter().chain(OTHER_NAMES).copied().collect();
+        prop::collection::vec(
+            (
+                prop::sample::select(names),
+                prop::sample::select(VALUES.to_vec()),
+            ),
+            0..6,
+        )
+    }
+
+    proptest! {
+        /// Skipping the parse when the scan finds nothing changes nothing: the parser would
+        /// have found nothing either.
+        #[test]
+        fn responses_the_scan_skips_describe_nothing(status in statuses(), lines in headers(), secs in 0u64..5_000_000_000) {
+            let mut map = HeaderMap::new();
+            for (name, value) in lines {
+                map.append(HeaderName::from_static(name), HeaderValue::from_static(value));
+            }
+            if !may_describe_limits(status, &map) {
+                let received = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+                let info = ratewise_headers::parse(status, &map, received);
+                let key = ratewise_core::Key::new("k");
+                prop_assert_eq!(Observation::from_info(&info, &key), Observation::default());
+                prop_assert!(info.bucket().is_none());
+            }
+        }
     }
 }

@@ -14,7 +14,7 @@ use tokio::time::{Instant, Sleep, sleep_until};
 use tower_service::Service;
 
 use crate::observe::{Observation, is_cached, may_describe_limits};
-use crate::state::{KeyState, Shared, Wait, WaitReason};
+use crate::state::{KeyState, Shared, Wait, WaitReason, key_label};
 
 pin_project_lite::pin_project! {
     /// The response future of [`Adapt`](crate::Adapt): waits until the request's key may send
@@ -314,7 +314,7 @@ fn record_wait(key: &Key, reason: WaitReason, waited: Duration) {
     tracing::debug!(%key, reason = reason.as_str(), waited = ?waited, "adapt: request waited");
     metrics::histogram!(
         metric_names::ADAPT_WAIT_SECONDS,
-        "key" => key.to_string(),
+        "key" => key_label(key),
         "reason" => reason.as_str()
     )
     .record(waited.as_secs_f64());
@@ -322,7 +322,7 @@ fn record_wait(key: &Key, reason: WaitReason, waited: Duration) {
 
 fn refuse(key: &Key, reason: WaitReason, retry_after: Duration) -> BoxError {
     tracing::debug!(%key, reason = reason.as_str(), retry_after = ?retry_after, "adapt: wait too long; refused");
-    metrics::counter!(metric_names::ADAPT_REFUSED_TOTAL, "key" => key.to_string()).increment(1);
+    metrics::counter!(metric_names::ADAPT_REFUSED_TOTAL, "key" => key_label(key)).increment(1);
     Box::new(AdaptWaitTooLong::new(key.clone(), retry_after))
 }
 

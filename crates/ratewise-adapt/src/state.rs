@@ -77,6 +77,11 @@ impl Shared {
     }
 }
 
+/// The `key` label of a metric: the key's shared name (no copy of the string).
+pub(crate) fn key_label(key: &Key) -> metrics::SharedString {
+    metrics::SharedString::from_shared(key.to_shared())
+}
+
 /// Why a request waits (the `reason` label of the wait histogram).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum WaitReason {
@@ -589,7 +594,7 @@ impl KeyState {
             tracing::info!(key = %self.key, scope, wait = ?wait, "adapt: cooldown entered");
             metrics::counter!(
                 metric_names::ADAPT_COOLDOWNS_TOTAL,
-                "key" => self.key.to_string(),
+                "key" => key_label(&self.key),
                 "scope" => scope
             )
             .increment(1);
@@ -608,7 +613,7 @@ impl KeyState {
                     if throttled {
                         tracing::debug!(key = %self.key, rate, "adapt: throttled; learned rate lowered");
                     }
-                    metrics::gauge!(metric_names::ADAPT_LEARNED_RATE, "key" => self.key.to_string())
+                    metrics::gauge!(metric_names::ADAPT_LEARNED_RATE, "key" => key_label(&self.key))
                         .set(rate);
                 }
             }

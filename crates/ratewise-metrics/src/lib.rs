@@ -9,15 +9,17 @@
 //! record their own decisions (waits, retries, cooldowns, breaker transitions, cache outcomes)
 //! under the names listed in [`names`].
 //!
-//! Any `metrics` recorder works: install one (for example `metrics-exporter-prometheus`) before
-//! sending requests. Handles are registered once per key and reused, so the per-request cost is
-//! a map lookup and a few atomic updates, with no allocation.
+//! Any `metrics` recorder works (for example `metrics-exporter-prometheus`). Handles are
+//! registered once per key and reused, so the per-request cost is a map lookup and a few atomic
+//! updates, with no allocation. Each request checks that the recorder is still the one its key's
+//! handles were registered with, and registers them again when it is not: requests sent before
+//! the recorder was installed do not silence that key afterwards.
 //!
 //! # Labels are bounded
 //!
 //! The `key` label comes from a [`KeyFn`] (hosts by default, or the buckets of a
 //! [`RouteTable`](ratewise_core::RouteTable)), never from a raw URL. At most
-//! [`max_keys`](MetricsLayer::max_keys) distinct keys [100] get their own label value; requests
+//! [`max_keys`](MetricsLayer::max_keys) distinct keys \[100\] get their own label value; requests
 //! of further keys are recorded under `key="other"`.
 //!
 //! # Example
@@ -103,7 +105,7 @@ impl<K: KeyFn> MetricsLayer<K> {
         }
     }
 
-    /// At most `max_keys` distinct keys get their own `key` label [100]; the rest are recorded
+    /// At most `max_keys` distinct keys get their own `key` label \[100\]; the rest are recorded
     /// as `key="other"`.
     pub fn max_keys(self, max_keys: usize) -> Self {
         MetricsLayer {
@@ -250,12 +252,14 @@ struct KeyHandles {
     requests: [Counter; 6],
     duration: Histogram,
     responses_429: Counter,
+    /// The recorder the handles were registered with (see [`current_recorder`]).
+    recorder: usize,
 }
 
 const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "error"];
 
 impl KeyHandles {
-    fn register(label: SharedString) -> Self {
+    fn register(label: SharedString, recorder: usize) -> Self {
         let requests = STATUS_CLASSES.map(|class| {
             metrics::counter!(names::REQUESTS_TOTAL, "key" => label.clone(), "status_class" => class)
         });
@@ -263,15 +267,28 @@ impl KeyHandles {
             requests,
             duration: metrics::histogram!(names::REQUEST_DURATION_SECONDS, "key" => label.clone()),
             responses_429: metrics::counter!(names::RESPONSES_429_TOTAL, "key" => label),
+            recorder,
         }
     }
+}
+
+/// The identity (address) of the recorder that `metrics` would register a handle with now: the
+/// thread's local recorder, else the global one, else its no-op recorder.
+///
+/// A handle stays bound to the recorder it was registered with, and handles registered before a
+/// recorder is installed are no-ops forever. So cached handles are checked against this on every
+/// request and registered again when the recorder changed (for example when the Prometheus
+/// exporter is installed after the first requests). Reading it is a thread-local access and an
+/// atomic load.
+fn current_recorder() -> usize {
+    metrics::with_recorder(|recorder| std::ptr::from_ref(recorder).cast::<()>().addr())
 }
 
 /// Handles per key, capped: keys past the cap share the `other` handles.
 struct HandleTable {
     max_keys: usize,
     by_key: RwLock<HashMap<Key, Arc<KeyHandles>, foldhash::fast::RandomState>>,
-    other: std::sync::OnceLock<Arc<KeyHandles>>,
+    other: RwLock<Option<Arc<KeyHandles>>>,
 }
 
 impl HandleTable {
@@ -279,35 +296,61 @@ impl HandleTable {
         HandleTable {
             max_keys,
             by_key: RwLock::default(),
-            other: std::sync::OnceLock::new(),
+            other: RwLock::default(),
         }
     }
 
     fn get(&self, key: &Key) -> Arc<KeyHandles> {
-        let read = self.by_key.read().unwrap_or_else(|p| p.into_inner());
-        if let Some(handles) = read.get(key) {
-            return Arc::clone(handles);
-        }
-        let full = read.len() >= self.max_keys;
-        drop(read);
-        if full {
-            return Arc::clone(
-                self.other.get_or_init(|| {
-                    Arc::new(KeyHandles::register(SharedString::const_str("other")))
-                }),
-            );
+        let recorder = current_recorder();
+        {
+            let read = self.by_key.read().unwrap_or_else(|p| p.into_inner());
+            match read.get(key) {
+                Some(handles) if handles.recorder == recorder => return Arc::clone(handles),
+                Some(_) => {}
+                None if read.len() >= self.max_keys => {
+                    drop(read);
+                    return self.other(recorder);
+                }
+                None => {}
+            }
         }
         let mut write = self.by_key.write().unwrap_or_else(|p| p.into_inner());
-        if write.len() >= self.max_keys && !write.contains_key(key) {
-            drop(write);
-            return self.get(key);
+        match write.get(key) {
+            Some(handles) if handles.recorder == recorder => return Arc::clone(handles),
+            Some(_) => {}
+            None if write.len() >= self.max_keys => {
+                drop(write);
+                return self.other(recorder);
+            }
+            None => {}
         }
-        let handles = write.entry(key.clone()).or_insert_with(|| {
-            Arc::new(KeyHandles::register(SharedString::from_shared(
-                key.to_shared(),
-            )))
-        });
-        Arc::clone(handles)
+        let handles = Arc::new(KeyHandles::register(
+            SharedString::from_shared(key.to_shared()),
+            recorder,
+        ));
+        write.insert(key.clone(), Arc::clone(&handles));
+        handles
+    }
+
+    /// The handles shared by every key past the cap.
+    fn other(&self, recorder: usize) -> Arc<KeyHandles> {
+        if let Some(handles) = &*self.other.read().unwrap_or_else(|p| p.into_inner())
+            && handles.recorder == recorder
+        {
+            return Arc::clone(handles);
+        }
+        let mut other = self.other.write().unwrap_or_else(|p| p.into_inner());
+        match &*other {
+            Some(handles) if handles.recorder == recorder => Arc::clone(handles),
+            _ => {
+                let handles = Arc::new(KeyHandles::register(
+                    SharedString::const_str("other"),
+                    recorder,
+                ));
+                *other = Some(Arc::clone(&handles));
+                handles
+            }
+        }
     }
 }
 
@@ -424,6 +467,36 @@ mod tests {
             latencies.iter().all(|&l| (l - 0.25).abs() < 1e-9),
             "{latencies:?}"
         );
+    }
+
+    /// Regression: handles registered before a recorder was installed were no-ops forever, so a
+    /// program that sent a request before installing its exporter lost that key's metrics.
+    #[tokio::test(start_paused = true)]
+    async fn handles_registered_before_the_recorder_follow_it_once_installed() {
+        let client = service_fn(|_: http::Request<()>| async {
+            Ok::<_, Infallible>(http::Response::new(()))
+        });
+        let service = MetricsLayer::new().max_keys(1).layer(client);
+        let send = |uri: &'static str| {
+            service
+                .clone()
+                .oneshot(http::Request::get(uri).body(()).unwrap())
+        };
+        // No recorder yet: registered with the no-op recorder.
+        send("http://a.example/").await.unwrap();
+        send("http://b.example/").await.unwrap();
+
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let _guard = metrics::set_default_local_recorder(&recorder);
+        send("http://a.example/").await.unwrap();
+        send("http://b.example/").await.unwrap();
+        send("http://a.example/").await.unwrap();
+
+        let snap = snapshot(&snapshotter);
+        let requests = names::REQUESTS_TOTAL;
+        assert_eq!(counter(&snap, requests, &[("key", "a.example")]), 2);
+        assert_eq!(counter(&snap, requests, &[("key", "other")]), 1);
     }
 
     #[tokio::test]

@@ -386,17 +386,17 @@ impl KeyState {
         shared: &Shared,
         now: Instant,
     ) {
-        reserved_on.release();
         let target = match (observation.bucket, bucket_name) {
             (Some(bucket), Some(name)) => Some(self.bucket_state(segment, bucket, name, shared)),
             _ => None,
         };
         match target {
-            Some(target) => {
-                let same = Arc::ptr_eq(&target, reserved_on);
-                target.apply(observation, seq, same, shared, now);
+            Some(target) if !Arc::ptr_eq(&target, reserved_on) => {
+                reserved_on.release();
+                target.apply(observation, seq, false, shared, now);
             }
-            None => reserved_on.apply(observation, seq, true, shared, now),
+            // The common case: one lock for the release and the update.
+            _ => reserved_on.apply(observation, seq, true, shared, now),
         }
     }
 
@@ -446,7 +446,8 @@ impl KeyState {
         state
     }
 
-    /// Learns from one response. `same_state`: `seq` is a sequence number of this state.
+    /// Learns from one response. `same_state`: `seq` is a sequence number of this state, whose
+    /// in-flight slot this also frees (under the same lock).
     fn apply(
         &self,
         observation: &Observation,
@@ -457,6 +458,9 @@ impl KeyState {
     ) {
         let config = &shared.config;
         let mut inner = self.lock();
+        if same_state {
+            inner.in_flight = inner.in_flight.saturating_sub(1);
+        }
         inner.responses += 1;
         let current_seq = inner.seq;
         let in_flight = i64::from(inner.in_flight);

@@ -142,6 +142,28 @@ async fn slow_start_survives_a_dropped_first_request() {
     assert_ready_ok!(second.poll());
 }
 
+/// A new key whose first request fails is not blocked by slow start either.
+#[tokio::test(start_paused = true)]
+async fn slow_start_survives_a_failed_first_request() {
+    let layer = AdaptLayer::new();
+    let (mut service, mut handle) = setup(&layer);
+    let first = service.ready().await.unwrap().call(get());
+    let (_, reply) = handle.next_request().await.unwrap();
+    let mut second = task::spawn(service.ready().await.unwrap().call(get()));
+    assert_pending!(
+        second.poll(),
+        "slow start: one request until the first response"
+    );
+    reply.send_error("connection reset");
+    assert!(first.await.is_err());
+    assert_eq!(layer.snapshot(&key()).unwrap().in_flight(), 0);
+    assert!(second.is_woken());
+    assert_pending!(second.poll());
+    let (_, reply) = handle.next_request().await.unwrap();
+    reply.send_response(draft8(10, 8, 60));
+    assert_ready_ok!(second.poll());
+}
+
 /// A dropped waiting future holds nothing: the key's counts are as if it never came.
 #[tokio::test(start_paused = true)]
 async fn dropped_waiting_futures_hold_nothing() {

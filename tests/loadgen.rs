@@ -354,3 +354,39 @@ fn the_command_line_is_checked() {
         assert!(engine::USAGE.contains(flag), "{flag}");
     }
 }
+
+/// `--redis` paces through one Redis GCRA quota. Without a Redis on 6379 the limiter falls back
+/// to a local one (its failure policy), so this passes either way; with one, it checks the
+/// shared path.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_paced_loadgen_gets_no_429() {
+    let api = MockApi::new(server_config());
+    let server = api.serve().await.unwrap();
+    let base_url = server.base_url();
+    let config = config(&[
+        "--base-url",
+        &base_url,
+        "--path",
+        "/a",
+        "--concurrency",
+        "8",
+        "--duration",
+        "2",
+        "--layers",
+        "pace",
+        "--rate",
+        "20",
+        "--burst",
+        "1",
+        "--redis",
+        "redis://127.0.0.1:6379/",
+    ]);
+    let line = engine::run_config(&config, |_, _| {}).await.unwrap();
+    let report: Value = serde_json::from_str(&line).unwrap();
+    assert_schema(&report, &["/a"]);
+    assert_eq!(uint(&report, "status_429"), 0, "{report}");
+    assert_eq!(api.count_status(StatusCode::TOO_MANY_REQUESTS), 0);
+    assert!(uint(&report, "ok_2xx") > 0, "{report}");
+    server.shutdown().await;
+}

@@ -74,7 +74,7 @@ where
         let Some(timeout) = self.timeout else {
             return TimeoutFuture::new(self.inner.call(request), None, Elapsed::Total);
         };
-        let ours = Instant::now() + timeout;
+        let ours = instant_after(timeout);
         let deadline = match Deadline::of(&request) {
             Some(Deadline(theirs)) if theirs <= ours => theirs,
             _ => {
@@ -136,9 +136,20 @@ where
     }
 
     fn call(&mut self, request: R) -> Self::Future {
-        let deadline = self.timeout.map(|timeout| Instant::now() + timeout);
+        let deadline = self.timeout.map(instant_after);
         TimeoutFuture::new(self.inner.call(request), deadline, Elapsed::Attempt)
     }
+}
+
+/// `timeout` from now, saturated: `Instant + Duration` panics on overflow, and a huge timeout
+/// (`Duration::MAX` for "practically none") must not panic in `call`.
+fn instant_after(timeout: Duration) -> Instant {
+    // About 30 years, as tokio's own "far future".
+    const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(FAR_FUTURE))
+        .unwrap_or(now)
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -282,6 +293,30 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(start.elapsed(), Duration::from_secs(10));
+    }
+
+    /// Regression: `Instant::now() + Duration::MAX` panicked inside `call`.
+    #[tokio::test(start_paused = true)]
+    async fn huge_timeouts_saturate_instead_of_panicking() {
+        let fast = service_fn(|request: http::Request<()>| async move {
+            Ok::<_, Infallible>(Deadline::of(&request).map(Deadline::remaining))
+        });
+        let remaining = SetDeadlineLayer::new(Some(Duration::MAX))
+            .layer(fast)
+            .oneshot(http::Request::new(()))
+            .await
+            .unwrap()
+            .expect("a deadline");
+        assert!(
+            remaining > Duration::from_secs(86_400 * 365),
+            "{remaining:?}"
+        );
+        let remaining = AttemptTimeoutLayer::new(Some(Duration::MAX))
+            .layer(fast)
+            .oneshot(http::Request::new(()))
+            .await
+            .unwrap();
+        assert_eq!(remaining, None);
     }
 
     #[tokio::test(start_paused = true)]

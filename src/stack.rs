@@ -41,8 +41,8 @@ pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
 /// | layer | why here |
 /// |-------|----------|
 /// | cache ([`StackBuilder::cache`]) | hits and coalesced requests never spend quota, retries or breaker permits |
+/// | metrics | sees what the caller sees: one observation per logical request, a total timeout included |
 /// | total deadline ([`StackBuilder::total_timeout`]) | sets a [`Deadline`](ratewise_core::Deadline) that every layer below respects, and bounds the call |
-/// | metrics | sees what the caller sees: one observation per logical request |
 /// | retry | every attempt below goes through the breaker, adaptation and pacing again |
 /// | circuit breaker | fails fast before waiting for a token that would be wasted |
 /// | adaptation | the server's word (headers, `Retry-After` cooldowns) before local pacing |
@@ -413,7 +413,7 @@ impl<C, M, R, B, A, P> StackBuilder<C, M, R, B, A, P> {
         }
     }
 
-    /// The timeout of each attempt on the wire [60 s]; it does not count waits for a pacing
+    /// The timeout of each attempt on the wire \[60 s\]; it does not count waits for a pacing
     /// slot or a cooldown.
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
         self.attempt_timeout = Some(timeout);
@@ -426,7 +426,7 @@ impl<C, M, R, B, A, P> StackBuilder<C, M, R, B, A, P> {
         self
     }
 
-    /// The total time of a logical request, waits and retries included [none]: every request
+    /// The total time of a logical request, waits and retries included \[none\]: every request
     /// gets a [`Deadline`](ratewise_core::Deadline) (unless it has an earlier one) that the
     /// layers below respect, and fails with
     /// [`TotalTimeoutElapsed`](crate::TotalTimeoutElapsed) when it passes.
@@ -455,8 +455,10 @@ impl<C, M, R, B, A, P> StackBuilder<C, M, R, B, A, P> {
         }
         let layers = tower::ServiceBuilder::new()
             .layer(self.cache)
-            .layer(SetDeadlineLayer::new(self.total_timeout))
+            // Metrics above the deadline: a request cut by it is an error the caller sees, and
+            // must be counted as one (below it, its future would just be dropped unrecorded).
             .layer(self.metrics)
+            .layer(SetDeadlineLayer::new(self.total_timeout))
             .layer(self.retry)
             .layer(self.breaker)
             .layer(self.adapt)
@@ -470,7 +472,7 @@ impl<C, M, R, B, A, P> StackBuilder<C, M, R, B, A, P> {
 /// The nesting of [`StackLayer`]: `tower::ServiceBuilder`'s `Stack`, outermost last.
 type Layers<C, M, R, B, A, P> = Stack<
     AttemptTimeoutLayer,
-    Stack<P, Stack<A, Stack<B, Stack<R, Stack<M, Stack<SetDeadlineLayer, Stack<C, Identity>>>>>>>,
+    Stack<P, Stack<A, Stack<B, Stack<R, Stack<SetDeadlineLayer, Stack<M, Stack<C, Identity>>>>>>>,
 >;
 
 /// The layers of a [`StackBuilder`], ready for `ServiceBuilder::layer`.

@@ -105,3 +105,91 @@ fn invalid_timeouts_are_rejected_at_build() {
         .unwrap_err();
     assert_eq!(err, StackError::ZeroTimeout("total_timeout"));
 }
+
+/// Regression: the total deadline sat above the metrics layer, so a request it cut short was
+/// dropped inside metrics and never counted: timeouts were invisible in the request counter.
+#[cfg(feature = "metrics")]
+#[tokio::test(start_paused = true)]
+async fn metrics_count_a_request_cut_by_the_total_deadline() {
+    use ratewise::core::metric_names::REQUESTS_TOTAL;
+
+    let recorder = counting::CountingRecorder::default();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let api = MockApi::new(
+        MockConfig::new().endpoint(EndpointConfig::new("/slow").latency(Duration::from_secs(20))),
+    );
+    let stack = ratewise::stack()
+        .total_timeout(Duration::from_secs(3))
+        .no_attempt_timeout()
+        .build()
+        .unwrap();
+    let client = ServiceBuilder::new().layer(stack).service(api);
+    let err = client.oneshot(get("/slow")).await.unwrap_err();
+    assert!(err.is::<TotalTimeoutElapsed>(), "{err}");
+    assert_eq!(
+        recorder.counter(
+            REQUESTS_TOTAL,
+            &[("key", "api.test"), ("status_class", "error")]
+        ),
+        1
+    );
+}
+
+/// A recorder that keeps every counter, for the assertions above (metrics-util is not a
+/// dev-dependency of the facade).
+#[cfg(feature = "metrics")]
+mod counting {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use metrics::{
+        Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    };
+
+    #[derive(Default)]
+    pub(crate) struct CountingRecorder {
+        counters: Mutex<Vec<(Key, Arc<AtomicU64>)>>,
+    }
+
+    impl CountingRecorder {
+        /// The sum of the counters named `name` that carry every label of `labels`.
+        pub(crate) fn counter(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+            self.counters
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(key, _)| key.name() == name)
+                .filter(|(key, _)| {
+                    labels.iter().all(|(k, v)| {
+                        key.labels()
+                            .any(|label| label.key() == *k && label.value() == *v)
+                    })
+                })
+                .map(|(_, value)| value.load(Ordering::Relaxed))
+                .sum()
+        }
+    }
+
+    impl Recorder for CountingRecorder {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            let value = Arc::new(AtomicU64::new(0));
+            self.counters
+                .lock()
+                .unwrap()
+                .push((key.clone(), Arc::clone(&value)));
+            Counter::from_arc(value)
+        }
+
+        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::noop()
+        }
+
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+}

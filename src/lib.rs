@@ -1,5 +1,36 @@
 //! Client-side traffic shaping for Rust programs that consume rate-limited HTTP APIs.
 //!
+//! # Overview
+//!
+//! [`stack()`] assembles every enabled layer in the recommended order (cache, metrics, total
+//! deadline, retry, circuit breaker, adaptation, pacing, attempt timeout; see its `# Order`
+//! section for the reason behind each position) and validates the configuration once.
+//! [`ServiceBuilderExt`] adds one `ServiceBuilder` method per layer for those who mix layers
+//! themselves, and [`prelude`] imports the usual names.
+//!
+//! # Example
+//!
+//! ```
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), ratewise::BoxError> {
+//! let client = ServiceBuilder::new()
+//!     .layer(ratewise::stack().build()?)
+//!     // Your HTTP client goes here, e.g. hyper-util's legacy `Client`.
+//!     .service_fn(|_request: http::Request<String>| async {
+//!         Ok::<_, std::convert::Infallible>(http::Response::new(String::from("ok")))
+//!     });
+//! let response = client
+//!     .oneshot(http::Request::get("https://api.example.com/users").body(String::new())?)
+//!     .await?;
+//! assert_eq!(response.status(), 200);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Feature flags
+//!
 //! `ratewise` is a stack of independent [`tower`](https://docs.rs/tower) layers, each in its own
 //! crate and re-exported here behind a same-named cargo feature:
 //!
@@ -15,6 +46,10 @@
 //! | `metrics` | `ratewise-metrics` | metrics for every layer |
 //!
 //! `full` enables all of them; the default is `pace`, `adapt`, `retry` and `breaker`.
+//!
+//! # Supported Rust versions
+//!
+//! The minimum supported Rust version is the workspace's `rust-version` (1.88).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 

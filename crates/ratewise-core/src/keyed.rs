@@ -576,6 +576,40 @@ mod tests {
         }
     }
 
+    /// Regression: inserts racing at the cap each saw room, and the map stayed above
+    /// `max_keys` until some later insert. Threads released together insert one new key each
+    /// into a map one key short of its cap; once they return, the cap holds.
+    #[test]
+    fn simultaneous_inserts_at_the_cap_leave_it_respected() {
+        const THREADS: usize = 4;
+        const MAX: usize = 4;
+        for round in 0..300 {
+            let state: KeyedState<AtomicU32> =
+                KeyedState::new(KeyedStateConfig::new().max_keys(MAX)).unwrap();
+            for i in 0..MAX - 1 {
+                state.with_or_insert(&Key::new(format!("old{i}")), || AtomicU32::new(0), |_| ());
+            }
+            let barrier = std::sync::Barrier::new(THREADS);
+            std::thread::scope(|scope| {
+                for thread in 0..THREADS {
+                    let (state, barrier) = (&state, &barrier);
+                    scope.spawn(move || {
+                        let key = Key::new(format!("new{thread}"));
+                        barrier.wait();
+                        state.with_or_insert(&key, || AtomicU32::new(0), |_| ());
+                    });
+                }
+            });
+            let mut count = 0;
+            state.for_each(|_, _| count += 1);
+            assert_eq!(state.len(), count, "round {round}");
+            assert!(
+                count <= MAX,
+                "{count} keys for a cap of {MAX} in round {round}"
+            );
+        }
+    }
+
     #[test]
     fn concurrent_get_or_insert_creates_one_state() {
         let state = KeyedState::new(KeyedStateConfig::new()).unwrap();

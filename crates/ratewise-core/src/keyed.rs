@@ -211,8 +211,8 @@ impl<V> KeyedState<V> {
     /// the `Arc`: the cheapest access, for short synchronous updates such as an atomic
     /// compare-and-swap.
     ///
-    /// `f` runs under a shared lock of the key's shard: it must not block or call back into
-    /// this map.
+    /// `f` runs under a lock of the key's shard (shared on a hit, exclusive when the key is
+    /// inserted): it must not block or call back into this map.
     pub fn with_or_insert<R>(
         &self,
         key: &Key,

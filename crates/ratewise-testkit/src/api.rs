@@ -1,5 +1,6 @@
 //! [`MockApi`]: the shared state, the per-request decision and the tower `Service`.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -54,10 +55,13 @@ impl std::error::Error for ConnectionReset {}
 ///
 /// 1. no endpoint matches: 404, no quota;
 /// 2. an [`Outage`](crate::Outage) covers the instant: 503 (or a reset), no quota;
+///    then, if the endpoint's [`Penalty`](crate::Penalty) block covers the instant: the
+///    limited status with `Retry-After` until the block ends, no quota;
 /// 3. a conditional GET/HEAD matches the [`CacheHeaders`] validators and 304s do not consume
 ///    quota: 304, no quota;
 /// 4. any quota (the endpoint's, then the shared ones) refuses: the limited status (429 by
-///    default) with `Retry-After`, no quota consumed;
+///    default) with `Retry-After`, no quota consumed (this refusal may start a
+///    [`Penalty`](crate::Penalty) block);
 /// 5. the request consumes one unit from every quota; an injected fault may then fail it;
 ///    otherwise 304 (conditional match) or the default status.
 ///
@@ -104,6 +108,16 @@ struct EndpointState {
     quotas: Vec<QuotaState>,
     rng: Xoshiro256PlusPlus,
     admitted: u64,
+    penalty: PenaltyState,
+}
+
+/// The [`Penalty`](crate::Penalty) bookkeeping of one endpoint (nanoseconds since `t0`).
+#[derive(Default)]
+struct PenaltyState {
+    /// Quota refusals in the penalty's window, oldest first; never more than `refusals`.
+    refusals: VecDeque<u64>,
+    /// The end (exclusive) of the current or last block.
+    blocked_until: Option<u64>,
 }
 
 /// When a request arrived, in the clocks the answer needs.
@@ -330,6 +344,7 @@ impl MockApi {
                     quotas: endpoint.quotas.iter().map(QuotaState::new).collect(),
                     rng: Xoshiro256PlusPlus::seed_from_u64(endpoint.faults.seed),
                     admitted: 0,
+                    penalty: PenaltyState::default(),
                 })
                 .collect(),
             shared: config.shared_quotas.iter().map(QuotaState::new).collect(),
@@ -549,6 +564,22 @@ impl MockApi {
             );
         };
 
+        // 2b. A penalty block refuses everything, even requests that would get a free 304.
+        if let Some(until) = ep_state.penalty.blocked_until
+            && now_ns < until
+        {
+            entry.reason = Reason::Blocked;
+            let wait = Duration::from_nanos(until - now_ns);
+            return Ok(limited_response(LimitedResponse {
+                endpoint,
+                head,
+                wait,
+                global: false,
+                wall_now,
+                write_limits: &|response| write_limits(response, &views(ep_state, shared), None),
+            }));
+        }
+
         // 3. Conditional requests.
         let is_get = entry.method == Method::GET || entry.method == Method::HEAD;
         let cache = endpoint.cache.as_ref();
@@ -585,15 +616,35 @@ impl MockApi {
         }
         if !wait.is_zero() {
             entry.reason = Reason::Limited;
+            if let Some(penalty) = endpoint.penalty {
+                let refusals = &mut ep_state.penalty.refusals;
+                let within = u64::try_from(penalty.within.as_nanos()).unwrap_or(u64::MAX);
+                // A refusal at `r` counts while `r > now - within`.
+                while refusals
+                    .front()
+                    .is_some_and(|&r| now_ns >= r.saturating_add(within))
+                {
+                    refusals.pop_front();
+                }
+                refusals.push_back(now_ns);
+                if refusals.len() as u64 >= penalty.refusals {
+                    refusals.clear();
+                    let block = u64::try_from(penalty.block_for.as_nanos()).unwrap_or(u64::MAX);
+                    ep_state.penalty.blocked_until = Some(now_ns.saturating_add(block));
+                    wait = wait.max(penalty.block_for);
+                }
+            }
             let refusal = RefusalInfo { global };
-            let body = match endpoint.dialect {
-                Dialect::Discord => discord_body(wait, global),
-                _ => "{\"message\": \"API rate limit exceeded\"}".to_owned(),
-            };
-            let mut response = json_response(endpoint.limited_status, body, head);
-            write_limits(&mut response, &views(ep_state, shared), Some(refusal));
-            write_retry_after(response.headers_mut(), endpoint.retry_after, wall_now, wait);
-            return Ok(response);
+            return Ok(limited_response(LimitedResponse {
+                endpoint,
+                head,
+                wait,
+                global,
+                wall_now,
+                write_limits: &|response| {
+                    write_limits(response, &views(ep_state, shared), Some(refusal))
+                },
+            }));
         }
 
         // 5. Admitted: consume everywhere.
@@ -695,7 +746,8 @@ impl MockApi {
             .count()
     }
 
-    /// The number of logged requests a quota refused (whatever the limited status).
+    /// The number of logged requests refused for rate limiting (whatever the limited status):
+    /// by a quota or by a [`Penalty`](crate::Penalty) block.
     pub fn count_limited(&self) -> usize {
         self.lock()
             .log
@@ -756,6 +808,35 @@ impl MockApi {
     pub fn stats(&self) -> Stats {
         self.lock().log.stats.clone()
     }
+}
+
+/// What a refusal (by a quota or a penalty block) needs to build its response.
+struct LimitedResponse<'a> {
+    endpoint: &'a EndpointConfig,
+    head: bool,
+    wait: Duration,
+    global: bool,
+    wall_now: SystemTime,
+    write_limits: &'a dyn Fn(&mut Response<Full<Bytes>>),
+}
+
+fn limited_response(refusal: LimitedResponse<'_>) -> Response<Full<Bytes>> {
+    let LimitedResponse {
+        endpoint,
+        head,
+        wait,
+        global,
+        wall_now,
+        write_limits,
+    } = refusal;
+    let body = match endpoint.dialect {
+        Dialect::Discord => discord_body(wait, global),
+        _ => "{\"message\": \"API rate limit exceeded\"}".to_owned(),
+    };
+    let mut response = json_response(endpoint.limited_status, body, head);
+    write_limits(&mut response);
+    write_retry_after(response.headers_mut(), endpoint.retry_after, wall_now, wait);
+    response
 }
 
 #[derive(Clone, Copy)]

@@ -96,6 +96,7 @@ pub struct EndpointConfig {
     pub(crate) outages: Vec<Outage>,
     pub(crate) cache: Option<CacheHeaders>,
     pub(crate) resource: Option<String>,
+    pub(crate) penalty: Option<Penalty>,
 }
 
 impl EndpointConfig {
@@ -119,6 +120,7 @@ impl EndpointConfig {
             outages: Vec::new(),
             cache: None,
             resource: None,
+            penalty: None,
         }
     }
 
@@ -181,11 +183,80 @@ impl EndpointConfig {
         self
     }
 
+    /// Punishes clients that keep calling while refused (default: no penalty, refusals cost
+    /// nothing). See [`Penalty`].
+    pub fn penalty(mut self, penalty: Penalty) -> Self {
+        self.penalty = Some(penalty);
+        self
+    }
+
     /// Sends `ETag` / `Last-Modified` / `Cache-Control` and answers matching conditional
     /// requests with 304.
     pub fn cache(mut self, cache: CacheHeaders) -> Self {
         self.cache = Some(cache);
         self
+    }
+}
+
+/// What an endpoint does to a client that keeps calling while it is refused.
+///
+/// Real APIs punish it: Cloudflare's API blocks every call for 5 minutes once its limit is
+/// exceeded, GitHub warns that requests made while rate limited lead to secondary limits and
+/// bans, Discord bans an IP after 10 000 invalid requests in 10 minutes. Without a penalty the
+/// mock charges nothing for a refusal, so a client that hammers through refusals still gets
+/// every window in full.
+///
+/// # Semantics of [`Penalty::block_after`]`(n, within, block_for)`
+///
+/// Instants are the tokio instants of arrival, per endpoint (quotas shared between endpoints
+/// do not share the penalty).
+///
+/// - The block starts at the *quota refusal* (step 4 of [`MockApi`](crate::MockApi)'s
+///   decision) at `t` that makes `n` quota refusals in `(t - within, t]`. That `n`-th
+///   refusal is still logged as [`Reason::Limited`](crate::Reason::Limited), but its
+///   `Retry-After` already announces the block (the longer of the quota's wait and
+///   `block_for`).
+/// - The block covers `[t, t + block_for)`: every request to the endpoint that arrives in it
+///   (outages aside) is refused with the endpoint's limited status, `Retry-After` = the time
+///   left in the block, the rate-limit headers of the moment, consumes no quota, and is logged
+///   as [`Reason::Blocked`](crate::Reason::Blocked). Conditional requests get no free 304.
+/// - Requests during a block do **not** extend it and do not count toward the next one (a
+///   fixed-length block, like Cloudflare's): the refusal count restarts empty when a block
+///   starts. At `t + block_for` exactly, requests are judged by the quotas again.
+///
+/// `n = 0` is treated as 1 (the first refusal blocks).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub struct Penalty {
+    pub(crate) refusals: u64,
+    pub(crate) within: Duration,
+    pub(crate) block_for: Duration,
+}
+
+impl Penalty {
+    /// After `refusals` quota refusals within `within`, refuse everything for `block_for`
+    /// (see the type docs for the exact semantics).
+    pub fn block_after(refusals: u64, within: Duration, block_for: Duration) -> Self {
+        Penalty {
+            refusals: refusals.max(1),
+            within,
+            block_for,
+        }
+    }
+
+    /// The number of quota refusals that starts a block.
+    pub fn refusals(&self) -> u64 {
+        self.refusals
+    }
+
+    /// The span in which those refusals must fall.
+    pub fn within(&self) -> Duration {
+        self.within
+    }
+
+    /// The length of a block.
+    pub fn block_for(&self) -> Duration {
+        self.block_for
     }
 }
 

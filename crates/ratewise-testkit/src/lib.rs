@@ -100,7 +100,7 @@ mod server;
 pub use api::{ConnectionReset, MockApi, ResponseFuture};
 pub use config::{
     Algorithm, CacheHeaders, DEFAULT_WALL_CLOCK_START_SECS, Dialect, EndpointConfig, Faults,
-    MockConfig, Outage, Quota, RetryAfterFormat,
+    MockConfig, Outage, Penalty, Quota, RetryAfterFormat,
 };
 pub use headers::go_duration;
 pub use log::{LoggedRequest, Outcome, Reason, Stats};

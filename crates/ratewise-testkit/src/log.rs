@@ -24,6 +24,9 @@ pub enum Reason {
     Ok,
     /// Refused by a quota (429, or the endpoint's limited status).
     Limited,
+    /// Refused because the endpoint is blocking the client after too many refusals (see
+    /// [`Penalty`](crate::Penalty)); answered with the endpoint's limited status.
+    Blocked,
     /// Answered 304 Not Modified to a conditional request.
     NotModified,
     /// An injected fault (error status or reset).
@@ -74,9 +77,10 @@ pub struct LoggedRequest {
 }
 
 impl LoggedRequest {
-    /// Whether the request was refused by a quota.
+    /// Whether the request was refused for rate limiting: by a quota ([`Reason::Limited`]) or
+    /// by a [`Penalty`](crate::Penalty) block ([`Reason::Blocked`]).
     pub fn is_limited(&self) -> bool {
-        self.reason == Reason::Limited
+        matches!(self.reason, Reason::Limited | Reason::Blocked)
     }
 }
 
@@ -89,8 +93,11 @@ pub struct Stats {
     pub total: usize,
     /// Responses by status code (connection resets are not in here).
     pub by_status: BTreeMap<u16, usize>,
-    /// Requests refused by a quota.
+    /// Requests refused for rate limiting: by a quota or by a [`Penalty`](crate::Penalty)
+    /// block (those are also in [`blocked`](Self::blocked)).
     pub limited: usize,
+    /// Requests refused during a [`Penalty`](crate::Penalty) block.
+    pub blocked: usize,
     /// 304 Not Modified answers.
     pub not_modified: usize,
     /// Requests that consumed quota.
@@ -131,6 +138,10 @@ impl Log {
         }
         match entry.reason {
             Reason::Limited => stats.limited += 1,
+            Reason::Blocked => {
+                stats.limited += 1;
+                stats.blocked += 1;
+            }
             Reason::NotModified => stats.not_modified += 1,
             Reason::Fault => stats.faults += 1,
             Reason::Outage => stats.outage += 1,

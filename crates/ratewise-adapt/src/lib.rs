@@ -108,14 +108,16 @@
 //! - *Policies.* Up to 4 policies per key are tracked (IETF lists, OpenAI requests + tokens,
 //!   GitHub resources). Policies counted in requests are reserved from; others (tokens, points)
 //!   only block when exhausted.
-//! - *Allocation.* Reserving, sending and releasing allocate nothing; the header parser builds
-//!   its result per response, and waits, cooldowns and new keys allocate (metric labels,
-//!   keys).
+//! - *Allocation.* Reserving, sending and releasing allocate nothing, and neither does a
+//!   response without rate-limit headers (a scan of the header names skips the parser); the
+//!   parser builds its result for a response that has some. Metric labels share the key's
+//!   name; new keys and server buckets allocate their state.
 //!
 //! # Memory
 //!
-//! Per key: about 300 bytes of state plus the [`KeyedState`](ratewise_core::KeyedState)
-//! overhead; at most 10 000 route keys and as many bucket keys, idle keys evicted after 10
+//! Per key: about 900 bytes (792 bytes of state on 64-bit targets: 4 policies, 8
+//! server-bucket aliases, the CUBIC limiter; plus its `Notify`, key and host name) and the
+//! [`KeyedState`](ratewise_core::KeyedState) overhead; at most 10 000 route keys and as many bucket keys, idle keys evicted after 10
 //! minutes ([`keyed_state`](AdaptConfig::keyed_state)).
 //!
 //! # Supported Rust versions

@@ -21,6 +21,10 @@ pub(crate) struct ObservedPolicy {
     pub(crate) window: Option<Duration>,
     /// Whether one request spends one unit (requests; not tokens, points or bytes).
     pub(crate) counts_requests: bool,
+    /// Every request spends at least one unit of this policy (requests, points, tokens,
+    /// concurrent requests), so one unit is reserved per request in flight; a lower bound
+    /// that keeps concurrent callers from overshooting a points or tokens budget.
+    pub(crate) spent_per_request: bool,
 }
 
 impl ObservedPolicy {
@@ -119,6 +123,21 @@ pub(crate) fn is_cached(headers: &http::HeaderMap) -> bool {
         .is_some_and(|age| age > 0)
 }
 
+/// Whether every request spends at least one unit of a policy counted in `unit`. Content
+/// bytes (a GET may send none) and unknown units are not reserved.
+fn spent_per_request(unit: ratewise_headers::Unit) -> bool {
+    use ratewise_headers::Unit;
+    matches!(
+        unit,
+        Unit::Requests
+            | Unit::Points
+            | Unit::Tokens
+            | Unit::InputTokens
+            | Unit::OutputTokens
+            | Unit::ConcurrentRequests
+    )
+}
+
 impl Observation {
     /// The observation of a parsed response.
     pub(crate) fn from_info(
@@ -145,6 +164,7 @@ impl Observation {
                 reset_after: policy.reset_after(),
                 window: policy.window(),
                 counts_requests: matches!(policy.unit(), ratewise_headers::Unit::Requests),
+                spent_per_request: spent_per_request(policy.unit()),
             });
             if !pushed {
                 tracing::debug!(%key, policies = info.policies().len(), "adapt: more policies than tracked; extra ones ignored");

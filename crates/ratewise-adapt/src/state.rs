@@ -133,6 +133,8 @@ struct Slot {
     /// Sequence number of the reservation whose response set `available`.
     info_seq: u64,
     counts_requests: bool,
+    /// One unit is reserved per request in flight (see `ObservedPolicy::spent_per_request`).
+    spent_per_request: bool,
     /// The reset passed when the key's sequence was at this value: the slot is being
     /// re-learned from the responses of later requests.
     expired_at_seq: Option<u64>,
@@ -343,7 +345,7 @@ impl KeyState {
         inner.seq += 1;
         inner.in_flight += 1;
         for slot in inner.slots_mut() {
-            if slot.counts_requests && slot.expired_at_seq.is_none() {
+            if slot.spent_per_request && slot.expired_at_seq.is_none() {
                 slot.available = slot.available.saturating_sub(1);
             }
         }
@@ -499,6 +501,7 @@ impl KeyState {
             slot.limit = policy.limit.or(slot.limit);
             slot.window = policy.window.or(slot.window);
             slot.counts_requests = policy.counts_requests;
+            slot.spent_per_request = policy.spent_per_request;
             if !fresher {
                 continue;
             }
@@ -507,7 +510,7 @@ impl KeyState {
             match policy.remaining {
                 Some(remaining) => {
                     let remaining = i64::try_from(remaining).unwrap_or(i64::MAX);
-                    slot.available = if slot.counts_requests {
+                    slot.available = if slot.spent_per_request {
                         remaining.saturating_sub(after)
                     } else {
                         remaining
@@ -579,7 +582,7 @@ impl KeyState {
         if observation.rate_limited && observation.cooldown().is_none() && !learned_any {
             let unknown_reset = now + config.unknown_reset;
             for slot in inner.slots_mut() {
-                if slot.counts_requests && slot.expired_at_seq.is_none() {
+                if slot.spent_per_request && slot.expired_at_seq.is_none() {
                     slot.available = slot.available.min(0);
                     slot.known_remaining = true;
                     slot.reset_at = Some(slot.reset_at.map_or(unknown_reset, |r| r.max(now)));
@@ -687,6 +690,7 @@ mod tests {
             reset_after: Some(Duration::from_secs(reset_secs)),
             window: Some(Duration::from_secs(60)),
             counts_requests: true,
+            spent_per_request: true,
         });
         observation
     }

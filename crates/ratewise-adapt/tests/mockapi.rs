@@ -472,3 +472,38 @@ async fn github_resources_under_one_host_key_stay_apart() {
     let core = layer.snapshot(&Key::new("api.test default")).unwrap();
     assert!(core.key().as_str().starts_with("api.test bucket:"));
 }
+
+/// GitHub GraphQL counts points, not requests: requests in flight must still be reserved
+/// against the remaining points (each costs at least one), or concurrent callers overshoot the
+/// window. Regression: 4 callers sent 3 requests past `remaining: 0`.
+#[tokio::test(start_paused = true)]
+async fn points_policies_reserve_for_requests_in_flight() {
+    let api = MockApi::new(
+        MockConfig::new().endpoint(
+            EndpointConfig::new("/graphql")
+                .quota(Quota::fixed_window(5, Duration::from_secs(60)))
+                .dialect(Dialect::GitHub)
+                .latency(Duration::from_millis(40))
+                .resource("graphql"),
+        ),
+    );
+    let layer = AdaptLayer::new();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let mut service = layer.layer(api.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..3 {
+                let request = Request::post(format!("{HOST}/graphql"))
+                    .body(Empty::<Bytes>::new())
+                    .unwrap();
+                send(&mut service, request).await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(api.count_status(StatusCode::TOO_MANY_REQUESTS), 0);
+    assert_eq!(api.count_status(StatusCode::FORBIDDEN), 0);
+    assert_eq!(api.count_status(StatusCode::OK), 12);
+}

@@ -39,10 +39,9 @@ fn github_api() -> MockApi {
         MockConfig::new()
             .endpoint(endpoint("/repos", 5000, HOUR, "core"))
             .endpoint(endpoint("/search", 30, Duration::from_secs(60), "search"))
-            // The seed counts GraphQL in requests and so does this mock. GitHub's own resource
-            // name `graphql` means *points* to the header parser, and adaptation does not
-            // reserve points for requests in flight, so the name says what is counted here.
-            .endpoint(endpoint("/graphql", 5000, HOUR, "graphql_requests")),
+            // GitHub's resource name `graphql` means *points* to the header parser; adaptation
+            // reserves one point per request in flight, a lower bound of every query's cost.
+            .endpoint(endpoint("/graphql", 5000, HOUR, "graphql")),
     )
 }
 

@@ -60,7 +60,8 @@ impl std::error::Error for ConnectionReset {}
 /// 3. a conditional GET/HEAD matches the [`CacheHeaders`] validators and 304s do not consume
 ///    quota: 304, no quota;
 /// 4. any quota (the endpoint's, then the shared ones) refuses: the limited status (429 by
-///    default) with `Retry-After`, no quota consumed (this refusal may start a
+///    default) with `Retry-After`, no quota consumed except by quotas that
+///    [`charge_refusals`](crate::Quota::charge_refusals) (this refusal may start a
 ///    [`Penalty`](crate::Penalty) block);
 /// 5. the request consumes one unit from every quota; an injected fault may then fail it;
 ///    otherwise 304 (conditional match) or the default status.
@@ -616,6 +617,14 @@ impl MockApi {
         }
         if !wait.is_zero() {
             entry.reason = Reason::Limited;
+            // OpenAI style: quotas that charge refusals consume where they have room.
+            for (quota, state) in
+                all_quotas().zip(ep_state.quotas.iter_mut().chain(shared.iter_mut()))
+            {
+                if quota.charge_refusals && state.check(quota, now_ns).is_none() {
+                    state.consume(quota, now_ns);
+                }
+            }
             if let Some(penalty) = endpoint.penalty {
                 let refusals = &mut ep_state.penalty.refusals;
                 let within = u64::try_from(penalty.within.as_nanos()).unwrap_or(u64::MAX);

@@ -308,6 +308,7 @@ pub struct Quota {
     pub(crate) algorithm: Algorithm,
     pub(crate) name: Option<String>,
     pub(crate) hidden: bool,
+    pub(crate) charge_refusals: bool,
 }
 
 impl Quota {
@@ -320,6 +321,7 @@ impl Quota {
             algorithm,
             name: None,
             hidden: false,
+            charge_refusals: false,
         }
     }
 
@@ -356,6 +358,20 @@ impl Quota {
     /// `remaining > 0`.
     pub fn hidden(mut self) -> Self {
         self.hidden = true;
+        self
+    }
+
+    /// Charge refused requests to this quota where it has room, like OpenAI, whose unsuccessful
+    /// requests count against the per-minute limit (default: a refused request consumes
+    /// nothing).
+    ///
+    /// When another quota of the request refuses it (step 4 of
+    /// [`MockApi`](crate::MockApi)'s decision), this quota still consumes one unit if it
+    /// would have admitted the request; a quota that is full itself is not charged (no debt).
+    /// Such a request stays a refusal: it is not [`counted`](crate::LoggedRequest::counted).
+    /// Requests refused by a [`Penalty`] block are never charged.
+    pub fn charge_refusals(mut self) -> Self {
+        self.charge_refusals = true;
         self
     }
 

@@ -130,3 +130,43 @@ async fn without_a_penalty_refusals_cost_nothing() {
     expect(&api, 1_000, OK, Reason::Ok, None).await;
     assert_eq!(api.stats().blocked, 0);
 }
+
+fn charged_api(charge: bool) -> MockApi {
+    let long = Quota::fixed_window(3, Duration::from_secs(10));
+    let long = if charge { long.charge_refusals() } else { long };
+    MockApi::new(
+        MockConfig::new().endpoint(
+            EndpointConfig::new("/api")
+                .quota(Quota::fixed_window(1, Duration::from_secs(1)))
+                .quota(long)
+                .limited_status(LIMITED),
+        ),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn charge_refusals_consumes_where_the_quota_has_room() {
+    let api = charged_api(true);
+    expect(&api, 0, OK, Reason::Ok, None).await;
+    // Refused by the 1 per second quota, charged to the 3 per 10 s one.
+    expect(&api, 100, LIMITED, Reason::Limited, Some(1)).await;
+    expect(&api, 200, LIMITED, Reason::Limited, Some(1)).await;
+    // A new second: the short quota has room, but the refusals spent the long one.
+    expect(&api, 1_000, LIMITED, Reason::Limited, Some(9)).await;
+    // A full quota is not charged into debt: its next window is whole.
+    expect(&api, 10_000, OK, Reason::Ok, None).await;
+    expect(&api, 11_000, OK, Reason::Ok, None).await;
+    expect(&api, 12_000, OK, Reason::Ok, None).await;
+    assert_eq!(api.stats().counted, 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_charge_refusals_refused_requests_consume_nothing() {
+    let api = charged_api(false);
+    expect(&api, 0, OK, Reason::Ok, None).await;
+    expect(&api, 100, LIMITED, Reason::Limited, Some(1)).await;
+    expect(&api, 200, LIMITED, Reason::Limited, Some(1)).await;
+    expect(&api, 1_000, OK, Reason::Ok, None).await;
+    expect(&api, 2_000, OK, Reason::Ok, None).await;
+    expect(&api, 3_000, LIMITED, Reason::Limited, Some(7)).await;
+}

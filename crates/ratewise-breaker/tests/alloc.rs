@@ -2,6 +2,11 @@
 //! through `CircuitBreakerLayer` on a warm key, for successes and for failures below the
 //! threshold, with the default key function (by host) and with the time window and slow-call
 //! rule (which read the clock).
+//!
+//! The counting allocator sees every thread of the process, and a lazily initialised
+//! thread-local or one-time registration can land in any window, so the calls are measured in
+//! three rounds of 300: a per-request allocation shows in every round; the test asserts that
+//! the quietest round allocated nothing.
 
 use std::alloc::System;
 use std::convert::Infallible;
@@ -57,11 +62,17 @@ where
             request
         })
         .collect();
-    let region = Region::new(GLOBAL);
-    for request in requests {
-        svc.ready().await.unwrap().call(request).await.unwrap();
+    let mut requests = requests.into_iter();
+    let mut quietest = usize::MAX;
+    for _round in 0..3 {
+        let round: Vec<_> = requests.by_ref().take(100).collect();
+        let region = Region::new(GLOBAL);
+        for request in round {
+            svc.ready().await.unwrap().call(request).await.unwrap();
+        }
+        quietest = quietest.min(region.change().allocations);
     }
-    region.change().allocations
+    quietest
 }
 
 #[tokio::test(start_paused = true)]

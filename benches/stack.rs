@@ -7,6 +7,8 @@
 //! - `ratewise_stack`: `stack()` with its defaults (deadline off, metrics, retry, circuit
 //!   breaker, adaptation) plus pacing at a quota that never makes anyone wait, and the attempt
 //!   timeout: every layer's fast path.
+//! - `ratewise_equivalent`: the same layers as the tower-resilience stack (retry, circuit
+//!   breaker, pacing, attempt timeout): `stack()` without adaptation and metrics.
 //! - `tower_resilience_stack`: retry (3 attempts on 408/429/5xx), circuit breaker (defaults),
 //!   rate limiter (never binding) and time limiter (60 s), errors boxed between layers as
 //!   tower-resilience's per-layer error types require.
@@ -78,6 +80,21 @@ fn stacks(c: &mut Criterion) {
     let mut ours = ServiceBuilder::new().layer(stack).service(inner());
     group.bench_function("ratewise_stack", |b| {
         b.iter_custom(|n| drive(&runtime, &mut ours, n))
+    });
+
+    let equivalent = ratewise::stack()
+        .without_adapt()
+        .without_metrics()
+        .pace(PaceLayer::new(
+            Quota::per_second(1_000_000_000)
+                .and_then(|q| q.burst(1_000_000))
+                .unwrap(),
+        ))
+        .build()
+        .unwrap();
+    let mut ours_equivalent = ServiceBuilder::new().layer(equivalent).service(inner());
+    group.bench_function("ratewise_equivalent", |b| {
+        b.iter_custom(|n| drive(&runtime, &mut ours_equivalent, n))
     });
 
     let retry =

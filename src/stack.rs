@@ -8,22 +8,50 @@ use tower_layer::Layer;
 
 use crate::timeouts::{AttemptTimeoutLayer, SetDeadlineLayer};
 
-#[cfg(feature = "metrics")]
-type DefaultMetrics = ratewise_metrics::MetricsLayer;
-#[cfg(not(feature = "metrics"))]
-type DefaultMetrics = Identity;
-#[cfg(feature = "retry")]
-type DefaultRetry = ratewise_retry::RetryLayer;
-#[cfg(not(feature = "retry"))]
-type DefaultRetry = Identity;
-#[cfg(feature = "breaker")]
-type DefaultBreaker = ratewise_breaker::CircuitBreakerLayer;
-#[cfg(not(feature = "breaker"))]
-type DefaultBreaker = Identity;
-#[cfg(feature = "adapt")]
-type DefaultAdapt = ratewise_adapt::AdaptLayer;
-#[cfg(not(feature = "adapt"))]
-type DefaultAdapt = Identity;
+/// The default layer of a stack position: the layer crate's `new()` when its feature is on,
+/// `Identity` when it is off (so the builder has one type per feature set).
+macro_rules! default_position {
+    ($feature:literal, $alias:ident, $constructor:ident, $layer:ty) => {
+        #[cfg(feature = $feature)]
+        type $alias = $layer;
+        #[cfg(not(feature = $feature))]
+        type $alias = Identity;
+
+        #[cfg(feature = $feature)]
+        fn $constructor() -> $alias {
+            <$layer>::new()
+        }
+        #[cfg(not(feature = $feature))]
+        fn $constructor() -> $alias {
+            Identity::new()
+        }
+    };
+}
+
+default_position!(
+    "metrics",
+    DefaultMetrics,
+    default_metrics,
+    ratewise_metrics::MetricsLayer
+);
+default_position!(
+    "retry",
+    DefaultRetry,
+    default_retry,
+    ratewise_retry::RetryLayer
+);
+default_position!(
+    "breaker",
+    DefaultBreaker,
+    default_breaker,
+    ratewise_breaker::CircuitBreakerLayer
+);
+default_position!(
+    "adapt",
+    DefaultAdapt,
+    default_adapt,
+    ratewise_adapt::AdaptLayer
+);
 
 /// The attempt timeout of [`stack()`] unless set: long enough for slow API calls (LLM
 /// completions take tens of seconds), short enough that a hung connection ends.
@@ -86,39 +114,6 @@ pub fn stack() -> StackBuilder {
         attempt_timeout: Some(DEFAULT_ATTEMPT_TIMEOUT),
         total_timeout: None,
     }
-}
-
-#[cfg(feature = "metrics")]
-fn default_metrics() -> DefaultMetrics {
-    ratewise_metrics::MetricsLayer::new()
-}
-#[cfg(not(feature = "metrics"))]
-fn default_metrics() -> DefaultMetrics {
-    Identity::new()
-}
-#[cfg(feature = "retry")]
-fn default_retry() -> DefaultRetry {
-    ratewise_retry::RetryLayer::new()
-}
-#[cfg(not(feature = "retry"))]
-fn default_retry() -> DefaultRetry {
-    Identity::new()
-}
-#[cfg(feature = "breaker")]
-fn default_breaker() -> DefaultBreaker {
-    ratewise_breaker::CircuitBreakerLayer::new()
-}
-#[cfg(not(feature = "breaker"))]
-fn default_breaker() -> DefaultBreaker {
-    Identity::new()
-}
-#[cfg(feature = "adapt")]
-fn default_adapt() -> DefaultAdapt {
-    ratewise_adapt::AdaptLayer::new()
-}
-#[cfg(not(feature = "adapt"))]
-fn default_adapt() -> DefaultAdapt {
-    Identity::new()
 }
 
 /// Assembles the ratewise layers in the recommended order; see [`stack()`].

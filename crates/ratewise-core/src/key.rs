@@ -3,7 +3,8 @@
 use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use arc_swap::ArcSwap;
 use http::request::Parts;
@@ -13,53 +14,109 @@ use crate::route::RouteTable;
 /// The name of a bucket of per-key state: a host, a route bucket such as `"search"`, a
 /// server-declared bucket id.
 ///
-/// A `Key` is an `Arc<str>`: cloning it is one atomic increment and never allocates, hashing and
-/// comparing it looks at the string. Key functions hand out clones of keys they already hold
+/// A `Key` is an `Arc<str>` and its hash, computed once when the key is made: cloning it is one
+/// atomic increment and never allocates. Key functions hand out clones of keys they already hold
 /// ([`RouteTable`] buckets, interned hosts), so computing a key allocates nothing on the fast
-/// path.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Key(Arc<str>);
+/// path, and the keyed stores of the layers find a key's state without hashing its name again
+/// ([`prehash`](Key::prehash)). Two clones of one key compare equal by pointer, without reading
+/// the string; keys made separately compare by hash, then by name.
+///
+/// `Hash` hashes the name like `str` does, so that a `HashMap<Key, _>` can be searched with a
+/// `&str`.
+#[derive(Clone)]
+pub struct Key {
+    name: Arc<str>,
+    hash: u64,
+}
+
+/// The hasher of [`Key::prehash`]: seeded at random once per process, so that names chosen by
+/// a remote party cannot be made to collide (the same reason `std`'s maps are seeded).
+static PREHASHER: LazyLock<foldhash::fast::RandomState> =
+    LazyLock::new(foldhash::fast::RandomState::default);
 
 impl Key {
     /// Makes a key from a name. This allocates; keep the key and clone it rather than calling
     /// this per request.
     pub fn new(name: impl AsRef<str>) -> Self {
-        Key(Arc::from(name.as_ref()))
+        Key::from_arc(Arc::from(name.as_ref()))
+    }
+
+    fn from_arc(name: Arc<str>) -> Self {
+        let hash = PREHASHER.hash_one(&*name);
+        Key { name, hash }
     }
 
     /// The key's name.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.name
     }
 
     /// The shared string behind the key (one atomic increment, no allocation): for labels of
     /// metrics (`metrics::SharedString::from_shared`) and other places that keep the name.
     pub fn to_shared(&self) -> Arc<str> {
-        Arc::clone(&self.0)
+        Arc::clone(&self.name)
+    }
+
+    /// A hash of the name, computed once when the key was made, with a hasher seeded at random
+    /// once per process: equal keys have equal prehashes within one process (never persist
+    /// it). Keyed stores index by it, so a lookup never hashes the name.
+    #[inline]
+    pub fn prehash(&self) -> u64 {
+        self.hash
+    }
+}
+
+impl PartialEq for Key {
+    #[inline]
+    fn eq(&self, other: &Self) -> bool {
+        // Clones of one key (the common case: key functions hand out clones) are equal without
+        // touching the string, which may be a cache miss away.
+        Arc::ptr_eq(&self.name, &other.name) || (self.hash == other.hash && self.name == other.name)
+    }
+}
+
+impl Eq for Key {}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // Like `str`, for `Borrow<str>`.
+        self.name.hash(state);
+    }
+}
+
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Key {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.name.cmp(&other.name)
     }
 }
 
 impl fmt::Debug for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
+        fmt::Debug::fmt(&*self.name, f)
     }
 }
 
 impl fmt::Display for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(&self.0)
+        f.pad(&self.name)
     }
 }
 
 impl Borrow<str> for Key {
     fn borrow(&self) -> &str {
-        &self.0
+        &self.name
     }
 }
 
 impl AsRef<str> for Key {
     fn as_ref(&self) -> &str {
-        &self.0
+        &self.name
     }
 }
 
@@ -71,13 +128,13 @@ impl From<&str> for Key {
 
 impl From<String> for Key {
     fn from(name: String) -> Self {
-        Key(Arc::from(name))
+        Key::from_arc(Arc::from(name))
     }
 }
 
 impl From<Arc<str>> for Key {
     fn from(name: Arc<str>) -> Self {
-        Key(name)
+        Key::from_arc(name)
     }
 }
 
@@ -363,13 +420,45 @@ mod tests {
     }
 
     #[test]
+    fn keys_made_apart_are_equal_by_name_and_share_the_prehash() {
+        let made = Key::new("api.github.com");
+        let from_string = Key::from(String::from("api.github.com"));
+        let from_arc = Key::from(Arc::<str>::from("api.github.com"));
+        for other in [&from_string, &from_arc, &made.clone()] {
+            assert_eq!(&made, other);
+            assert_eq!(made.prehash(), other.prehash());
+            assert_eq!(made.cmp(other), std::cmp::Ordering::Equal);
+        }
+        assert_ne!(made, Key::new("api.github.co"));
+        // `Hash` stays the hash of the name, so a map of keys can be searched by `&str`.
+        let mut map = std::collections::HashMap::new();
+        map.insert(made.clone(), 1);
+        assert_eq!(map.get("api.github.com"), Some(&1));
+        assert_eq!(map.get(&from_arc), Some(&1));
+    }
+
+    proptest::proptest! {
+        /// Equality, order and the prehash agree with the names, whatever the names.
+        #[test]
+        fn equality_order_and_prehash_follow_the_name(a in ".{0,12}", b in ".{0,12}") {
+            let (x, y) = (Key::new(&a), Key::new(&b));
+            proptest::prop_assert_eq!(x == y, a == b);
+            proptest::prop_assert_eq!(x.cmp(&y), a.cmp(&b));
+            proptest::prop_assert_eq!(x.partial_cmp(&y), a.partial_cmp(&b));
+            if a == b {
+                proptest::prop_assert_eq!(x.prehash(), y.prehash());
+            }
+        }
+    }
+
+    #[test]
     fn by_host_uses_authority_and_interns() {
         let by_host = ByHost::new();
         let a = by_host.key(&parts("https://API.github.com/repos/a/b"));
         let b = by_host.key(&parts("https://api.github.com/search"));
         assert_eq!(a.as_str(), "api.github.com");
         assert!(
-            Arc::ptr_eq(&a.0, &b.0),
+            Arc::ptr_eq(&a.name, &b.name),
             "second lookup must reuse the interned key"
         );
         let c = by_host.key(&parts("http://127.0.0.1:8080/x"));
@@ -404,7 +493,7 @@ mod tests {
         let b = key_fn.key(&parts("https://api.github.com/repos/c/d"));
         let c = key_fn.key(&parts("https://api.github.com/other"));
         assert_eq!(a.as_str(), "api.github.com repos");
-        assert!(Arc::ptr_eq(&a.0, &b.0));
+        assert!(Arc::ptr_eq(&a.name, &b.name));
         assert_eq!(c.as_str(), "api.github.com default");
     }
 
@@ -421,7 +510,7 @@ mod tests {
         assert_eq!(by_host.interned.snapshot.load().len(), MAX_INTERNED_HOSTS);
         let a = by_host.key(&parts("http://h0.example/a"));
         let b = by_host.key(&parts("http://H0.EXAMPLE/b"));
-        assert!(Arc::ptr_eq(&a.0, &b.0), "known hosts stay interned");
+        assert!(Arc::ptr_eq(&a.name, &b.name), "known hosts stay interned");
 
         // A host already interned still learns new buckets once the table is full.
         let routes = RouteTable::builder().prefix("/a", "a").unwrap().build();
@@ -432,7 +521,7 @@ mod tests {
         let a = key_fn.key(&parts("http://h0.example/a/1"));
         let b = key_fn.key(&parts("http://h0.example/a/2"));
         assert_eq!(a.as_str(), "h0.example a");
-        assert!(Arc::ptr_eq(&a.0, &b.0));
+        assert!(Arc::ptr_eq(&a.name, &b.name));
         let late = key_fn.key(&parts("http://late.example/a"));
         assert_eq!(late.as_str(), "late.example a");
         assert_eq!(key_fn.interned.snapshot.load().len(), MAX_INTERNED_HOSTS);
@@ -456,7 +545,7 @@ mod tests {
         });
         for thread in &keys[1..] {
             for (a, b) in thread.iter().zip(&keys[0]) {
-                assert!(Arc::ptr_eq(&a.0, &b.0), "{a} interned twice");
+                assert!(Arc::ptr_eq(&a.name, &b.name), "{a} interned twice");
             }
         }
         assert_eq!(by_host.interned.snapshot.load().len(), 64);

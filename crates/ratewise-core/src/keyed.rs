@@ -1,12 +1,11 @@
 //! [`KeyedState`]: bounded per-key state shared by every clone of a layer.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
+use hashbrown::HashTable;
 use tokio::time::Instant;
 
 use crate::key::Key;
@@ -111,7 +110,8 @@ impl std::error::Error for KeyedStateError {}
 ///
 /// # Memory
 ///
-/// Per key: about 80 bytes of map entry, key and reference-count overhead, plus the key's name
+/// Per key: about 80 bytes (a 40-byte table entry holding the key and its hash, a control byte,
+/// the `Arc` header and slack), plus the key's name
 /// (shared with the key function's interned copy) and `size_of::<V>()`.
 ///
 /// # Clone
@@ -122,8 +122,8 @@ pub struct KeyedState<V> {
 }
 
 struct Shared<V> {
-    shards: Box<[RwLock<HashMap<Key, Slot<V>, foldhash::fast::RandomState>>]>,
-    hasher: foldhash::fast::RandomState,
+    /// Indexed by each key's [`prehash`](Key::prehash): a lookup hashes nothing.
+    shards: Box<[RwLock<HashTable<Entry<V>>>]>,
     len: AtomicUsize,
     config: KeyedStateConfig,
     epoch: Instant,
@@ -131,6 +131,15 @@ struct Shared<V> {
     last_sweep: AtomicU64,
     /// Held while evicting for the cap, so racing inserts do not each evict a batch.
     evicting: Mutex<()>,
+}
+
+struct Entry<V> {
+    key: Key,
+    slot: Slot<V>,
+}
+
+fn entry_prehash<V>(entry: &Entry<V>) -> u64 {
+    entry.key.prehash()
 }
 
 struct Slot<V> {
@@ -169,14 +178,10 @@ impl<V> KeyedState<V> {
         if config.idle_timeout == Some(Duration::ZERO) {
             return Err(KeyedStateError::ZeroIdleTimeout);
         }
-        let hasher = foldhash::fast::RandomState::default();
-        let shards = (0..SHARDS)
-            .map(|_| RwLock::new(HashMap::with_hasher(hasher.clone())))
-            .collect();
+        let shards = (0..SHARDS).map(|_| RwLock::new(HashTable::new())).collect();
         Ok(KeyedState {
             shared: Arc::new(Shared {
                 shards,
-                hasher,
                 len: AtomicUsize::new(0),
                 config,
                 epoch: Instant::now(),
@@ -224,9 +229,9 @@ impl<V> KeyedState<V> {
         let shard = shared.shard(key);
         {
             let map = read(shard);
-            if let Some(slot) = map.get(key) {
-                slot.touch(now);
-                return f(&slot.value);
+            if let Some(entry) = map.find(key.prehash(), |entry| entry.key == *key) {
+                entry.slot.touch(now);
+                return f(&entry.slot.value);
             }
         }
         self.insert_slow(key, init, now, f)
@@ -250,16 +255,22 @@ impl<V> KeyedState<V> {
         let mut inserted = false;
         let result = {
             let mut map = write(shared.shard(key));
-            let slot = map.entry(key.clone()).or_insert_with(|| {
-                inserted = true;
-                shared.len.fetch_add(1, Ordering::Relaxed);
-                Slot {
-                    value: Arc::new(init()),
-                    last_used: AtomicU64::new(now),
-                }
-            });
-            slot.touch(now);
-            f(&slot.value)
+            let entry = map
+                .entry(key.prehash(), |entry| entry.key == *key, entry_prehash)
+                .or_insert_with(|| {
+                    inserted = true;
+                    shared.len.fetch_add(1, Ordering::Relaxed);
+                    Entry {
+                        key: key.clone(),
+                        slot: Slot {
+                            value: Arc::new(init()),
+                            last_used: AtomicU64::new(now),
+                        },
+                    }
+                })
+                .into_mut();
+            entry.slot.touch(now);
+            f(&entry.slot.value)
         };
         if inserted && shared.len.load(Ordering::Relaxed) > max {
             // Inserts racing with this one went past the cap: bring it back before returning
@@ -274,27 +285,30 @@ impl<V> KeyedState<V> {
         let shared = &*self.shared;
         let now = shared.now_nanos();
         let map = read(shared.shard(key));
-        map.get(key).map(|slot| {
-            slot.touch(now);
-            Arc::clone(&slot.value)
-        })
+        map.find(key.prehash(), |entry| entry.key == *key)
+            .map(|entry| {
+                entry.slot.touch(now);
+                Arc::clone(&entry.slot.value)
+            })
     }
 
     /// Removes `key`, returning its state.
     pub fn remove(&self, key: &Key) -> Option<Arc<V>> {
-        let removed = write(self.shared.shard(key)).remove(key);
-        removed.map(|slot| {
-            self.shared.len.fetch_sub(1, Ordering::Relaxed);
-            slot.value
-        })
+        let mut map = write(self.shared.shard(key));
+        let found = map
+            .find_entry(key.prehash(), |entry| entry.key == *key)
+            .ok()?;
+        let (entry, _) = found.remove();
+        self.shared.len.fetch_sub(1, Ordering::Relaxed);
+        Some(entry.slot.value)
     }
 
     /// Calls `f` for every key and its state (the map may change meanwhile; each shard is read
     /// under its lock, so `f` must not call back into this map).
     pub fn for_each(&self, mut f: impl FnMut(&Key, &Arc<V>)) {
         for shard in self.shared.shards.iter() {
-            for (key, slot) in read(shard).iter() {
-                f(key, &slot.value);
+            for entry in read(shard).iter() {
+                f(&entry.key, &entry.slot.value);
             }
         }
     }
@@ -311,7 +325,7 @@ impl<V> KeyedState<V> {
         let idle = duration_nanos(idle);
         let mut removed = 0;
         for shard in shared.shards.iter() {
-            write(shard).retain(|_, slot| {
+            write(shard).retain(|Entry { slot, .. }| {
                 let keep = Arc::strong_count(&slot.value) > 1
                     || now.saturating_sub(slot.last_used.load(Ordering::Relaxed)) < idle;
                 removed += usize::from(!keep);
@@ -347,7 +361,7 @@ impl<V> KeyedState<V> {
         let _evicting = lock(&shared.evicting);
         let mut candidates: Vec<(bool, u64, usize, Key)> = Vec::new();
         for (index, shard) in shared.shards.iter().enumerate() {
-            for (key, slot) in read(shard).iter() {
+            for Entry { key, slot } in read(shard).iter() {
                 if key != keep {
                     let held = Arc::strong_count(&slot.value) > 1;
                     let used = slot.last_used.load(Ordering::Relaxed);
@@ -364,7 +378,9 @@ impl<V> KeyedState<V> {
         }
         let mut removed = 0;
         for (_, _, index, key) in candidates.into_iter().take(count) {
-            if write(&shared.shards[index]).remove(&key).is_some() {
+            let mut map = write(&shared.shards[index]);
+            if let Ok(found) = map.find_entry(key.prehash(), |entry| entry.key == key) {
+                found.remove();
                 removed += 1;
             }
         }
@@ -373,12 +389,11 @@ impl<V> KeyedState<V> {
 }
 
 impl<V> Shared<V> {
-    fn shard(&self, key: &Key) -> &RwLock<HashMap<Key, Slot<V>, foldhash::fast::RandomState>> {
-        let hash = self.hasher.hash_one(key.as_str());
-        // Middle bits: each shard's map hashes with the same hasher and uses the low bits (bucket
-        // index) and the top 7 bits (the tag that filters probes), so choosing the shard by the
-        // top bits would leave every key of a shard with nearly the same tag.
-        &self.shards[(hash >> 32) as usize % SHARDS]
+    fn shard(&self, key: &Key) -> &RwLock<HashTable<Entry<V>>> {
+        // Bits 40..44: each shard's table uses the low bits (bucket index) and the top 7 bits
+        // (the tag that filters probes), so choosing the shard by either would leave every key
+        // of a shard with nearly the same index or tag.
+        &self.shards[(key.prehash() >> 40) as usize % SHARDS]
     }
 
     fn now_nanos(&self) -> u64 {

@@ -2,8 +2,11 @@
 //!
 //! - `acquire/*`: one admission decision, uncontended, on one key and round-robin over 10 000
 //!   keys, and 2-thread contended on one key: our `LocalLimiter` vs governor's direct and keyed
-//!   (dashmap) limiters. tower-resilience's limiter is not public on its own, so it appears in
-//!   the layer rows.
+//!   (dashmap) limiters, governor's keyed limiter both on its default clock (the TSC, through
+//!   quanta) and on `std`'s monotonic clock, the one tokio's `Instant::now()` reads (equal
+//!   clocks). tower-resilience's limiter is not public on its own, so it appears in the layer
+//!   rows.
+//! - `clock/*`: the clock reads themselves, to show how much of each acquire row is the clock.
 //! - `layer/*`: a full `ready().await; call(request).await` through each layer on a ready no-op
 //!   service: `PaceLayer` vs `tower::limit::RateLimit` vs tower-resilience's `RateLimiterLayer`.
 //!
@@ -60,6 +63,10 @@ fn acquire(c: &mut Criterion) {
     group.bench_function("one_key/governor_keyed", |b| {
         b.iter(|| black_box(keyed.check_key(black_box(&key)).is_ok()))
     });
+    let keyed = governor_on_std_clock();
+    group.bench_function("one_key/governor_keyed_std_clock", |b| {
+        b.iter(|| black_box(keyed.check_key(black_box(&key)).is_ok()))
+    });
 
     let many = keys();
     let ours = LocalLimiter::with_max_keys(2 * KEYS);
@@ -72,6 +79,13 @@ fn acquire(c: &mut Criterion) {
     });
     let keyed = governor::RateLimiter::keyed(governor_quota());
     group.bench_function("10k_keys/governor_keyed", |b| {
+        b.iter(|| {
+            i = (i + 1) % KEYS;
+            black_box(keyed.check_key(&many[i]).is_ok())
+        })
+    });
+    let keyed = governor_on_std_clock();
+    group.bench_function("10k_keys/governor_keyed_std_clock", |b| {
         b.iter(|| {
             i = (i + 1) % KEYS;
             black_box(keyed.check_key(&many[i]).is_ok())
@@ -103,7 +117,27 @@ fn acquire(c: &mut Criterion) {
             })
         })
     });
+    let keyed = governor_on_std_clock();
+    group.bench_function("contended_2_threads/governor_keyed_std_clock", |b| {
+        b.iter_custom(|iters| {
+            two_threads(iters, || {
+                black_box(keyed.check_key(&key).is_ok());
+            })
+        })
+    });
     group.finish();
+}
+
+/// governor's keyed limiter on the clock ratewise reads (`std`'s monotonic clock, which is
+/// what tokio's `Instant::now()` reads outside a paused test runtime) instead of its default
+/// TSC clock (quanta): the same algorithm compared at equal clocks.
+fn governor_on_std_clock() -> governor::RateLimiter<
+    Key,
+    governor::state::keyed::DefaultKeyedStateStore<Key>,
+    governor::clock::MonotonicClock,
+    governor::middleware::NoOpMiddleware<std::time::Instant>,
+> {
+    governor::RateLimiter::dashmap_with_clock(governor_quota(), governor::clock::MonotonicClock)
 }
 
 fn two_threads(iters: u64, f: impl Fn() + Sync) -> Duration {
@@ -185,5 +219,22 @@ fn layer(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, acquire, layer);
+/// The clock reads inside the acquire rows: ratewise reads tokio's clock (so that paused-clock
+/// tests pace exactly), governor by default the TSC through quanta.
+fn clock(c: &mut Criterion) {
+    let mut group = c.benchmark_group("clock");
+    group.bench_function("tokio_instant_now", |b| {
+        b.iter(|| black_box(tokio::time::Instant::now()))
+    });
+    group.bench_function("std_instant_now", |b| {
+        b.iter(|| black_box(std::time::Instant::now()))
+    });
+    let quanta = governor::clock::QuantaClock::default();
+    group.bench_function("governor_quanta_now", |b| {
+        b.iter(|| black_box(governor::clock::Clock::now(&quanta)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, clock, acquire, layer);
 criterion_main!(benches);

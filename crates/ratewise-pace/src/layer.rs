@@ -1,11 +1,11 @@
 //! [`PaceLayer`], its quota table and its runtime handle.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
 use arc_swap::ArcSwap;
+use hashbrown::HashTable;
 use std::time::Duration;
 
 use ratewise_core::{BoxError, Global, Key, KeyFn, KeyedState, KeyedStateConfig};
@@ -38,7 +38,8 @@ use crate::service::Pace;
 #[derive(Clone, Default)]
 pub struct QuotaTable {
     default: Option<Quotas>,
-    keys: HashMap<Key, Quotas, foldhash::fast::RandomState>,
+    /// Indexed by [`Key::prehash`]: the lookup on every request hashes nothing.
+    keys: HashTable<(Key, Quotas)>,
 }
 
 impl QuotaTable {
@@ -49,8 +50,30 @@ impl QuotaTable {
 
     /// Gives `key` its (chained) quotas.
     pub fn with(mut self, key: impl Into<Key>, quotas: impl Into<Quotas>) -> Self {
-        self.keys.insert(key.into(), quotas.into());
+        self.insert(key.into(), quotas.into());
         self
+    }
+
+    fn insert(&mut self, key: Key, quotas: Quotas) {
+        match self.keys.entry(
+            key.prehash(),
+            |(listed, _)| *listed == key,
+            |(listed, _)| listed.prehash(),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(mut listed) => listed.get_mut().1 = quotas,
+            hashbrown::hash_table::Entry::Vacant(vacant) => {
+                vacant.insert((key, quotas));
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &Key) {
+        if let Ok(listed) = self
+            .keys
+            .find_entry(key.prehash(), |(listed, _)| listed == key)
+        {
+            listed.remove();
+        }
     }
 
     /// The quotas of every key not listed [none: such keys are not paced].
@@ -66,24 +89,42 @@ impl QuotaTable {
 
     #[inline]
     pub(crate) fn get_ref(&self, key: &Key) -> Option<&Quotas> {
-        self.keys.get(key).or(self.default.as_ref())
+        self.keys
+            .find(key.prehash(), |(listed, _)| listed == key)
+            .map(|(_, quotas)| quotas)
+            .or(self.default.as_ref())
     }
 }
 
 impl fmt::Debug for QuotaTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("QuotaTable")
-            .field("keys", &self.keys)
+            .field("keys", &DebugKeys(&self.keys))
             .field("default", &self.default)
             .finish()
     }
 }
 
+/// Lists a table's keys and quotas like a map.
+struct DebugKeys<'a>(&'a HashTable<(Key, Quotas)>);
+
+impl fmt::Debug for DebugKeys<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(key, quotas)| (key, quotas)))
+            .finish()
+    }
+}
+
+/// One service's cached view of its layer's quota table.
+pub(crate) type TableCache = arc_swap::Cache<Arc<ArcSwap<QuotaTable>>, Arc<QuotaTable>>;
+
 /// The state every clone of a layer, and every service it makes, shares.
 pub(crate) struct Shared<L> {
     pub(crate) limiter: L,
-    /// Read on every request without a lock; replaced whole on (rare) runtime changes.
-    table: ArcSwap<QuotaTable>,
+    /// Read on every request without a lock (each service keeps an [`arc_swap::Cache`] of it);
+    /// replaced whole on (rare) runtime changes.
+    table: Arc<ArcSwap<QuotaTable>>,
     pub(crate) keys: KeyedState<KeyState>,
     /// Waiters over all keys: when 0, the fast path skips the key's queue.
     pub(crate) total_waiting: Arc<AtomicUsize>,
@@ -93,7 +134,7 @@ impl<L> Shared<L> {
     fn new(limiter: L, table: QuotaTable) -> Self {
         Shared {
             limiter,
-            table: ArcSwap::from_pointee(table),
+            table: Arc::new(ArcSwap::from_pointee(table)),
             keys: KeyedState::new(KeyedStateConfig::new())
                 .expect("the default keyed state configuration is valid"),
             total_waiting: Arc::new(AtomicUsize::new(0)),
@@ -105,10 +146,10 @@ impl<L> Shared<L> {
         self.table.load().get(key)
     }
 
-    /// The current table, read without a lock (for the duration of one `call`).
-    #[inline]
-    pub(crate) fn table(&self) -> arc_swap::Guard<Arc<QuotaTable>> {
-        self.table.load()
+    /// A cache of the current table for one service: a `call` reads it with one relaxed load
+    /// of the table's pointer (no reference count, no `arc-swap` debt slot).
+    pub(crate) fn table_cache(&self) -> TableCache {
+        arc_swap::Cache::new(Arc::clone(&self.table))
     }
 
     /// Copy-on-write update; concurrent updates are applied one after the other.
@@ -306,6 +347,7 @@ impl<S, L, K, C> Layer<S> for PaceLayer<L, K, C> {
     fn layer(&self, inner: S) -> Self::Service {
         Pace {
             inner,
+            table: self.shared.table_cache(),
             shared: Arc::clone(&self.shared),
             key_fn: Arc::clone(&self.key_fn),
             cost_fn: Arc::clone(&self.cost_fn),
@@ -336,14 +378,14 @@ impl<L> PaceHandle<L> {
         let (key, quotas) = (key.into(), quotas.into());
         tracing::debug!(key = %key, ?quotas, "pace: quotas changed");
         self.shared.update(|table| {
-            table.keys.insert(key.clone(), quotas);
+            table.insert(key.clone(), quotas);
         });
     }
 
     /// Removes `key`'s own quotas: it falls back to the default.
     pub fn remove_quotas(&self, key: &Key) {
         self.shared.update(|table| {
-            table.keys.remove(key);
+            table.remove(key);
         });
     }
 

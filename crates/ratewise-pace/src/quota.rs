@@ -185,6 +185,8 @@ impl Quota {
 pub struct Quotas {
     quotas: [Quota; MAX_CHAINED_QUOTAS],
     len: u8,
+    /// Kept with the chain: the layer reads it on every request.
+    min_burst: u32,
 }
 
 impl Quotas {
@@ -205,6 +207,7 @@ impl Quotas {
         Ok(Quotas {
             quotas: all,
             len: quotas.len() as u8,
+            min_burst: quotas.iter().map(Quota::burst_size).min().unwrap_or(1),
         })
     }
 
@@ -215,12 +218,9 @@ impl Quotas {
     }
 
     /// The smallest burst: the largest cost a request may have.
+    #[inline]
     pub fn min_burst(&self) -> u32 {
-        self.as_slice()
-            .iter()
-            .map(Quota::burst_size)
-            .min()
-            .unwrap_or(1)
+        self.min_burst
     }
 
     /// The longest emission interval: the spacing of unit requests once every burst is spent.
@@ -240,6 +240,12 @@ impl Quotas {
             let reserved = (fraction * f64::from(quota.burst)).floor() as u32;
             quota.burst = quota.burst.saturating_sub(reserved).max(1);
         }
+        self.min_burst = self
+            .as_slice()
+            .iter()
+            .map(Quota::burst_size)
+            .min()
+            .unwrap_or(1);
         self
     }
 }
@@ -249,6 +255,7 @@ impl From<Quota> for Quotas {
         Quotas {
             quotas: [quota; MAX_CHAINED_QUOTAS],
             len: 1,
+            min_burst: quota.burst_size(),
         }
     }
 }

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use crate::future::{Held, ResponseFuture, Wait, after};
-use crate::layer::{Settings, Shared};
+use crate::layer::{Settings, Shared, TableCache};
 use crate::limiter::{CostExceedsBurst, Decision, RateLimiter};
 use crate::queue::KeyState;
 use crate::request::{CostFn, Priority};
@@ -26,6 +26,7 @@ use crate::request::{CostFn, Priority};
 /// Clones share the layer's limiter, quotas and queues; the inner service is cloned.
 pub struct Pace<S, L, K, C> {
     pub(crate) inner: S,
+    pub(crate) table: TableCache,
     pub(crate) shared: Arc<Shared<L>>,
     pub(crate) key_fn: Arc<K>,
     pub(crate) cost_fn: Arc<C>,
@@ -59,6 +60,7 @@ impl<S: Clone, L, K, C> Clone for Pace<S, L, K, C> {
     fn clone(&self) -> Self {
         Pace {
             inner: self.inner.clone(),
+            table: self.shared.table_cache(),
             shared: Arc::clone(&self.shared),
             key_fn: Arc::clone(&self.key_fn),
             cost_fn: Arc::clone(&self.cost_fn),
@@ -98,9 +100,8 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let (parts, body) = request.into_parts();
         let key = self.key_fn.key(&parts);
-        // Borrowed from the lock-free table snapshot: nothing is copied on the fast path.
-        let table = self.shared.table();
-        let Some(quotas) = table.get_ref(&key) else {
+        // Borrowed from this service's cached table: nothing is copied on the fast path.
+        let Some(quotas) = self.table.load().get_ref(&key) else {
             // Not paced.
             return ResponseFuture::calling(
                 self.inner.call(Request::from_parts(parts, body)),

@@ -3,14 +3,18 @@
 //! A GCRA bucket says by itself when it is idle: once every theoretical arrival time is in the
 //! past, the bucket is full and indistinguishable from a new one, so it can be dropped at any
 //! time without changing any decision. The map therefore needs no "last used" timestamp (no
-//! second clock read and no write per lookup, unlike a generic keyed map), and its buckets
-//! live inline in the shards' tables (one cache line per lookup).
+//! second clock read and no write per lookup, unlike a generic keyed map).
+//!
+//! Why not `HashMap<Key, Bucket>` (or governor's `DashMap`): a lookup here hashes nothing (the
+//! key carries its [`prehash`](Key::prehash)), compares clones of one key by pointer (no read
+//! of the string, often a cache miss away), and finds key and bucket in one 64-byte,
+//! line-aligned entry. With 10 000 keys that is one cache line per lookup besides the control
+//! bytes, where a map of `Key -> bucket` hashed by name reads three.
 
-use std::collections::HashMap;
-use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use hashbrown::HashTable;
 use ratewise_core::Key;
 
 use crate::local::Bucket;
@@ -20,40 +24,53 @@ const SHARDS: usize = 16;
 /// How often (in limiter nanoseconds) an insert sweeps full buckets out: a minute.
 const SWEEP_EVERY_NANOS: u64 = 60_000_000_000;
 
+/// A key and its bucket in one cache line (24 + 40 bytes).
+#[repr(align(64))]
+struct Entry {
+    key: Key,
+    bucket: Bucket,
+}
+
+type Shard = RwLock<HashTable<Entry>>;
+
 pub(crate) struct BucketMap {
-    shards: Box<[RwLock<HashMap<Key, Bucket, foldhash::fast::RandomState>>]>,
-    hasher: foldhash::fast::RandomState,
+    shards: Box<[Shard]>,
     len: AtomicUsize,
     max_keys: usize,
     last_sweep: AtomicU64,
 }
 
+fn prehash(entry: &Entry) -> u64 {
+    entry.key.prehash()
+}
+
 impl BucketMap {
     pub(crate) fn new(max_keys: usize) -> Self {
-        let hasher = foldhash::fast::RandomState::default();
         BucketMap {
-            shards: (0..SHARDS)
-                .map(|_| RwLock::new(HashMap::with_hasher(hasher.clone())))
-                .collect(),
-            hasher,
+            shards: (0..SHARDS).map(|_| RwLock::new(HashTable::new())).collect(),
             len: AtomicUsize::new(0),
             max_keys: max_keys.max(1),
             last_sweep: AtomicU64::new(0),
         }
     }
 
-    fn shard(&self, key: &Key) -> &RwLock<HashMap<Key, Bucket, foldhash::fast::RandomState>> {
-        // The high bits: the shard's own table uses the low ones.
-        let hash = self.hasher.hash_one(key.as_str());
-        &self.shards[(hash >> 60) as usize % SHARDS]
+    #[inline]
+    fn shard(&self, hash: u64) -> &Shard {
+        // Bits 40..44: a table indexes by the low bits and tags by the top 7, so the shard
+        // takes bits neither uses (a shard of 2^40 entries is out of reach).
+        &self.shards[(hash >> 40) as usize % SHARDS]
     }
 
     /// Calls `f` with `key`'s bucket (created if new) under a shared lock of its shard.
     #[inline]
     pub(crate) fn with<R>(&self, key: &Key, now: u64, f: impl FnOnce(&Bucket) -> R) -> R {
-        let shard = self.shard(key);
-        if let Some(bucket) = read(shard).get(key) {
-            return f(bucket);
+        let hash = key.prehash();
+        let shard = self.shard(hash);
+        {
+            let table = read(shard);
+            if let Some(entry) = table.find(hash, |entry| entry.key == *key) {
+                return f(&entry.bucket);
+            }
         }
         self.insert_slow(shard, key, now, f)
     }
@@ -61,7 +78,7 @@ impl BucketMap {
     #[cold]
     fn insert_slow<R>(
         &self,
-        shard: &RwLock<HashMap<Key, Bucket, foldhash::fast::RandomState>>,
+        shard: &Shard,
         key: &Key,
         now: u64,
         f: impl FnOnce(&Bucket) -> R,
@@ -76,23 +93,34 @@ impl BucketMap {
         {
             self.sweep(now);
         }
-        let mut map = write(shard);
-        if !map.contains_key(key) {
+        let hash = key.prehash();
+        let mut table = write(shard);
+        if table.find(hash, |entry| entry.key == *key).is_none() {
             if self.len.load(Ordering::Relaxed) >= self.max_keys {
-                self.evict_closest_to_full(&mut map, now);
+                self.evict_closest_to_full(&mut table, now);
             }
-            map.insert(key.clone(), Bucket::new());
+            table.insert_unique(
+                hash,
+                Entry {
+                    key: key.clone(),
+                    bucket: Bucket::new(),
+                },
+                prehash,
+            );
             self.len.fetch_add(1, Ordering::Relaxed);
         }
-        f(map.get(key).expect("the bucket was just inserted"))
+        let entry = table
+            .find(hash, |entry| entry.key == *key)
+            .expect("the bucket was just inserted");
+        f(&entry.bucket)
     }
 
     /// Removes every full bucket (exactly safe: a full bucket equals a new one).
     pub(crate) fn sweep(&self, now: u64) -> usize {
         let mut removed = 0;
         for shard in self.shards.iter() {
-            write(shard).retain(|_, bucket| {
-                let keep = !bucket.is_full(now);
+            write(shard).retain(|entry| {
+                let keep = !entry.bucket.is_full(now);
                 removed += usize::from(!keep);
                 keep
             });
@@ -105,14 +133,10 @@ impl BucketMap {
     /// to full (a sixteenth of the shard, at least one). Their keys restart with a full
     /// bucket, which may admit up to one burst early: the price of a hard memory bound.
     #[cold]
-    fn evict_closest_to_full(
-        &self,
-        map: &mut HashMap<Key, Bucket, foldhash::fast::RandomState>,
-        now: u64,
-    ) {
-        let mut candidates: Vec<(u64, Key)> = map
+    fn evict_closest_to_full(&self, table: &mut HashTable<Entry>, now: u64) {
+        let mut candidates: Vec<(u64, Key)> = table
             .iter()
-            .map(|(key, bucket)| (bucket.latest_tat(), key.clone()))
+            .map(|entry| (entry.bucket.latest_tat(), entry.key.clone()))
             .collect();
         let count = (candidates.len() / 16).max(1).min(candidates.len());
         if count == 0 {
@@ -120,7 +144,9 @@ impl BucketMap {
         }
         candidates.select_nth_unstable_by_key(count - 1, |(tat, _)| *tat);
         for (_, key) in candidates.into_iter().take(count) {
-            map.remove(&key);
+            if let Ok(entry) = table.find_entry(key.prehash(), |entry| entry.key == key) {
+                entry.remove();
+            }
         }
         self.len.fetch_sub(count, Ordering::Relaxed);
         tracing::debug!(
@@ -131,9 +157,10 @@ impl BucketMap {
     }
 
     pub(crate) fn tat(&self, key: &Key, index: usize) -> Option<u64> {
-        read(self.shard(key))
-            .get(key)
-            .map(|bucket| bucket.tat(index))
+        let hash = key.prehash();
+        read(self.shard(hash))
+            .find(hash, |entry| entry.key == *key)
+            .map(|entry| entry.bucket.tat(index))
     }
 
     pub(crate) fn len(&self) -> usize {

@@ -43,20 +43,7 @@ impl<S> Adapt<S> {
         Adapt { inner, shared }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    ratewise_core::define_inner_service_accessors!();
 }
 
 impl AdaptLayer {

@@ -76,20 +76,7 @@ impl<K, C: Clone> CircuitBreakerLayer<K, C> {
 }
 
 impl<S, K, C> CircuitBreaker<S, K, C> {
-    /// A reference to the inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// A mutable reference to the inner service.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// The inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    ratewise_core::define_inner_service_accessors!();
 
     /// A handle on the circuits this service shares with its layer.
     pub fn handle(&self) -> crate::CircuitBreakerHandle {

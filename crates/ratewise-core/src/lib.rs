@@ -48,6 +48,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod deadline;
+mod macros;
 pub mod error;
 mod key;
 mod keyed;

@@ -144,20 +144,7 @@ pub struct Metrics<S, K = ByHost> {
 }
 
 impl<S, K> Metrics<S, K> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// The inner service, consuming this one.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    ratewise_core::define_inner_service_accessors!();
 }
 
 impl<S: fmt::Debug, K> fmt::Debug for Metrics<S, K> {

@@ -40,20 +40,7 @@ impl<S, L, K, C> Pace<S, L, K, C> {
         tower_layer::Layer::layer(layer, inner)
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Consumes the pacing service, returning the inner one.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    ratewise_core::define_inner_service_accessors!();
 }
 
 impl<S: Clone, L, K, C> Clone for Pace<S, L, K, C> {

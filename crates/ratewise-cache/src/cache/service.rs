@@ -68,20 +68,7 @@ impl<S> Cache<S> {
         crate::CacheLayer::with_config(config)
     }
 
-    /// Gets a reference to the inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// Gets a mutable reference to the inner service.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Consumes `self`, returning the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    ratewise_core::define_inner_service_accessors!();
 
     /// Bytes currently counted in the store (see [`CacheLayer::resident_bytes`](crate::CacheLayer::resident_bytes)).
     pub fn resident_bytes(&self) -> u64 {

@@ -48,10 +48,10 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod deadline;
-mod macros;
 pub mod error;
 mod key;
 mod keyed;
+mod macros;
 pub mod metric_names;
 mod route;
 

@@ -227,8 +227,10 @@ const MAX_INTERNED_HOSTS: usize = 4096;
 /// Looking up a known host takes no lock (the table is a copy-on-write snapshot), so clones used
 /// from many threads at once do not contend.
 ///
-/// The authority is used as written, apart from case and userinfo: `api.example.com` and
-/// `api.example.com:443` are different keys.
+/// The authority is used as written apart from case, userinfo and the scheme's default port:
+/// `https://api.example.com:443/` and `https://API.example.com/` share the key
+/// `api.example.com`, while `api.example.com:8443` is another key (another server, perhaps
+/// with its own quota). A relative URI's `Host` header keeps any port (the scheme is unknown).
 ///
 /// # Clone
 ///
@@ -319,7 +321,8 @@ impl<V: Clone> Interned<V> {
     }
 }
 
-/// Calls `f` with the request's host, lowercased (allocating only when it is not already).
+/// Calls `f` with the request's host, lowercased (allocating only when it is not already),
+/// without userinfo and without the scheme's default port.
 fn with_host<R>(parts: &Parts, f: impl FnOnce(&str) -> R) -> R {
     let host = parts
         .uri
@@ -334,6 +337,15 @@ fn with_host<R>(parts: &Parts, f: impl FnOnce(&str) -> R) -> R {
         .unwrap_or("");
     // Strip any userinfo: it must never become part of a key (nor a metric label).
     let host = host.rsplit_once('@').map_or(host, |(_, host)| host);
+    // `api.github.com:443` over https is `api.github.com`: one server, one key.
+    let default_port = match parts.uri.scheme_str() {
+        Some(scheme) if scheme.eq_ignore_ascii_case("https") => Some(":443"),
+        Some(scheme) if scheme.eq_ignore_ascii_case("http") => Some(":80"),
+        _ => None,
+    };
+    let host = default_port
+        .and_then(|port| host.strip_suffix(port))
+        .unwrap_or(host);
     if host.bytes().any(|b| b.is_ascii_uppercase()) {
         f(&host.to_ascii_lowercase())
     } else {
@@ -449,6 +461,43 @@ mod tests {
                 proptest::prop_assert_eq!(x.prehash(), y.prehash());
             }
         }
+    }
+
+    #[test]
+    fn by_host_drops_only_the_schemes_default_port() {
+        let by_host = ByHost::new();
+        let key = |uri: &str| by_host.key(&parts(uri));
+        assert_eq!(
+            key("https://api.github.com:443/a").as_str(),
+            "api.github.com"
+        );
+        assert_eq!(
+            key("HTTPS://Api.GitHub.com:443/a").as_str(),
+            "api.github.com"
+        );
+        assert_eq!(key("http://api.github.com:80/a").as_str(), "api.github.com");
+        assert_eq!(key("http://u:p@[::1]:80/a").as_str(), "[::1]");
+        // Not the default port of the scheme: another server.
+        assert_eq!(
+            key("http://api.github.com:443/a").as_str(),
+            "api.github.com:443"
+        );
+        assert_eq!(
+            key("https://api.github.com:8443/a").as_str(),
+            "api.github.com:8443"
+        );
+        assert_eq!(
+            key("https://api.github.com:4430/a").as_str(),
+            "api.github.com:4430"
+        );
+        // Default-port and portless requests share one interned key.
+        let (a, b) = (key("https://x.test:443/"), key("https://x.test/"));
+        assert!(Arc::ptr_eq(&a.name, &b.name));
+        let by_route = ByHostAndRoute::new(RouteTable::builder().build());
+        assert_eq!(
+            by_route.key(&parts("https://x.test:443/")),
+            by_route.key(&parts("https://x.test/"))
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::store::BucketMap;
 const DEFAULT_MAX_KEYS: usize = 100_000;
 
 /// The GCRA state of one key: the theoretical arrival time of each chained quota, in
-/// nanoseconds since the limiter's epoch (48 bytes).
+/// nanoseconds since the limiter's epoch (40 bytes).
 pub(crate) struct Bucket {
     tats: [AtomicU64; MAX_CHAINED_QUOTAS],
     /// Taken only by chained (multi-quota) acquires and drains, so that their updates of
@@ -165,8 +165,9 @@ pub(crate) fn validate(key: &Key, quotas: &[Quota], cost: u32) -> Result<(), Box
 /// The in-memory GCRA limiter: one lock-free bucket per key (an `AtomicU64` theoretical
 /// arrival time per chained quota, updated by compare-and-swap, as in governor).
 ///
-/// Buckets live inline in a map of 16 shards: looking up an existing key hashes it, takes a
-/// shared lock on its shard and allocates nothing; the acquire itself is one
+/// Buckets live inline in a map of 16 shards indexed by the key's precomputed hash
+/// ([`Key::prehash`]): looking up an existing key hashes nothing, takes a shared lock on its
+/// shard, reads one cache line and allocates nothing; the acquire itself is one
 /// compare-and-swap for a key with one quota. Keys with chained quotas take a short per-key
 /// lock (never held across an await) so that the update of all their quotas is
 /// all-or-nothing.
@@ -183,8 +184,9 @@ pub(crate) fn validate(key: &Key, quotas: &[Quota], cost: u32) -> Result<(), Box
 ///
 /// # Memory
 ///
-/// Per key: 48 bytes of bucket, the key (an `Arc<str>` shared with the key function) and the
-/// map's entry overhead (about 24 bytes).
+/// Per key: one 64-byte, cache-line-aligned entry (the key with its hash, and the bucket) plus
+/// a control byte of the table and its slack; the key's name is an `Arc<str>` shared with the
+/// key function.
 ///
 /// # Clone
 ///

@@ -31,6 +31,10 @@ struct Entry {
     bucket: Bucket,
 }
 
+// The layout the docs promise (loom's atomics are larger).
+#[cfg(not(loom))]
+const _: () = assert!(std::mem::size_of::<Entry>() == 64);
+
 type Shard = RwLock<HashTable<Entry>>;
 
 pub(crate) struct BucketMap {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use ratewise_core::metric_names::{REDIS_FALLBACK_TOTAL, REDIS_MODE_SWITCHES_TOTAL};
-use ratewise_core::{BoxError, Key, KeyedStateConfig};
+use ratewise_core::{BoxError, Key};
 use ratewise_pace::{
     CostExceedsBurst, Decision, InvalidQuotaChain, LocalLimiter, MAX_CHAINED_QUOTAS, Quota,
 };
@@ -193,10 +193,12 @@ impl Engine {
         settings.validate()?;
         let local = match settings.policy {
             FailurePolicy::FallbackLocal { expected_workers } => Some(Fallback {
-                limiter: LocalLimiter::with_config(
-                    KeyedStateConfig::new().max_keys(settings.max_local_keys),
-                )
-                .map_err(|_| ConfigError::ZeroLocalKeys)?,
+                // The default store: it drops a key only once its bucket is full again, so
+                // the fallback never forgets a debt that an idle timeout would.
+                limiter: match settings.max_local_keys {
+                    0 => return Err(ConfigError::ZeroLocalKeys),
+                    max_keys => LocalLimiter::with_max_keys(max_keys),
+                },
                 share: expected_workers,
             }),
             _ => None,

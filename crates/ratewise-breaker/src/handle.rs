@@ -2,18 +2,21 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use ratewise_core::Key;
 use tokio::time::Instant;
 
-use crate::layer::Registry;
-use crate::state::CircuitState;
+use crate::layer::{Registry, lock};
+use crate::state::{CircuitState, KeyState};
 
 /// Reads and steers the circuits of one [`CircuitBreakerLayer`](crate::CircuitBreakerLayer),
 /// from [`CircuitBreakerLayer::handle`](crate::CircuitBreakerLayer::handle).
 ///
-/// Forcing a key creates its circuit if needed and keeps it from idle eviction until
-/// [`reset`](Self::reset).
+/// A forced state lasts until the handle changes it or [`reset`](Self::reset)s the key, even
+/// if the key cap or idle eviction drops the key's circuit meanwhile: the circuit is then
+/// recreated in its forced state at the key's next call. Forced keys are remembered apart
+/// from the capped map, one small entry per key forced.
 ///
 /// # Clone
 ///
@@ -36,22 +39,33 @@ impl CircuitBreakerHandle {
     /// transitions due by time first: an open circuit whose time is up reads as half-open, a
     /// half-open one whose probe timed out reads as open again.
     pub fn state(&self, key: &Key) -> CircuitState {
-        self.registry
-            .states
-            .get(key)
-            .map_or(CircuitState::Closed, |state| state.state_at(Instant::now()))
+        let registry = &*self.registry;
+        match registry.states.get(key) {
+            Some(state) => state.state_at(Instant::now()),
+            // Not held: evicted (a forced key stays forced) or never seen.
+            None => registry.forced_to(key).unwrap_or(CircuitState::Closed),
+        }
     }
 
-    /// The state of every key held now.
+    /// The state of every key held now, and of every forced key (held or not).
     pub fn states(&self) -> Vec<(Key, CircuitState)> {
+        let registry = &*self.registry;
         let mut held = Vec::new();
-        self.registry
+        registry
             .states
             .for_each(|key, state| held.push((key.clone(), Arc::clone(state))));
+        let mut forced: Vec<(Key, CircuitState)> = lock(&registry.forced)
+            .iter()
+            .map(|(key, to)| (key.clone(), *to))
+            .collect();
         let now = Instant::now();
-        held.into_iter()
+        let mut states: Vec<_> = held
+            .into_iter()
             .map(|(key, state)| (key, state.state_at(now)))
-            .collect()
+            .collect();
+        forced.retain(|(key, _)| !states.iter().any(|(held, _)| held == key));
+        states.extend(forced);
+        states
     }
 
     /// Opens the circuit of `key` until [`force_closed`](Self::force_closed) or
@@ -70,26 +84,56 @@ impl CircuitBreakerHandle {
     /// Returns the circuit of `key` to normal operation, closed, with its window and its count
     /// of consecutive trips forgotten.
     pub fn reset(&self, key: &Key) {
-        let pinned = self.pinned().remove(key);
-        let state = pinned.or_else(|| self.registry.states.get(key));
-        if let Some(state) = state {
-            state.force(CircuitState::Closed, Instant::now());
-        }
+        let registry = &*self.registry;
+        let (state, transitions) = {
+            let _steering = lock(&registry.steering);
+            let before = {
+                let mut forced = lock(&registry.forced);
+                let before = forced.remove(key);
+                registry.forced_len.store(forced.len(), Ordering::Relaxed);
+                before
+            };
+            // From here on a circuit created for `key` starts closed. The live one is reset
+            // now; a forced key whose circuit was evicted gets it back first, so that leaving
+            // the forced state is reported like any other transition.
+            let live = match before {
+                Some(before) => Some(registry.states.get_or_insert_with(key, || {
+                    KeyState::new_forced(key.clone(), Arc::clone(&registry.policy), before)
+                })),
+                None => registry.states.get(key),
+            };
+            let Some(state) = live else { return };
+            let transitions = state.force(CircuitState::Closed, Instant::now());
+            (state, transitions)
+        };
+        state.emit(transitions);
     }
 
     fn force(&self, key: &Key, to: CircuitState) {
-        let state = self.registry.state_of(key);
-        self.pinned().insert(key.clone(), Arc::clone(&state));
-        state.force(to, Instant::now());
-    }
-
-    fn pinned(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<Key, Arc<crate::state::KeyState>>>
-    {
-        self.registry
-            .pinned
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        let registry = &*self.registry;
+        let (state, transitions) = {
+            let _steering = lock(&registry.steering);
+            let before = {
+                let mut forced = lock(&registry.forced);
+                let before = forced.insert(key.clone(), to);
+                registry.forced_len.store(forced.len(), Ordering::Relaxed);
+                before
+            };
+            // From here on a circuit created for `key` (because it is new, or evicted even
+            // while this runs) starts forced. The live one is forced now. If there is none, it
+            // is created in the state the key was in (closed, or its earlier forced state), so
+            // the transition is reported like any other.
+            let state = registry.states.get_or_insert_with(key, || {
+                let policy = Arc::clone(&registry.policy);
+                match before {
+                    Some(before) => KeyState::new_forced(key.clone(), policy, before),
+                    None => KeyState::new(key.clone(), policy),
+                }
+            });
+            let transitions = state.force(to, Instant::now());
+            (state, transitions)
+        };
+        // Callbacks run with no lock held: they may use this handle.
+        state.emit(transitions);
     }
 }

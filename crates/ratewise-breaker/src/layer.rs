@@ -2,7 +2,8 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use ratewise_core::{ByHost, Key, KeyFn, KeyedState, KeyedStateConfig};
@@ -12,22 +13,65 @@ use crate::classify::{Classify, DefaultClassifier};
 use crate::config::{ConfigError, JitterSource, SeededJitter, Settings, SlowCall, Window};
 use crate::handle::CircuitBreakerHandle;
 use crate::service::CircuitBreaker;
-use crate::state::{KeyState, Listener, Policy, StateChange};
+use crate::state::{CircuitState, KeyState, Listener, Policy, StateChange};
 
 /// The per-key circuits of one layer, shared by the layer, its services and its handles.
 pub(crate) struct Registry {
     pub(crate) states: KeyedState<KeyState>,
     pub(crate) policy: Arc<Policy>,
-    /// Keys forced by a handle, held here so idle eviction cannot forget the force.
-    pub(crate) pinned: Mutex<HashMap<Key, Arc<KeyState>>>,
+    /// What each key forced by a handle is forced to. The source of truth for forced states:
+    /// `states` may evict a forced key (by idle time or, under pressure, by the key cap), and
+    /// its circuit is then recreated from here, still forced. Only handles write it, so it holds
+    /// at most one small entry per key an operator forced.
+    ///
+    /// A leaf lock: it is taken (briefly) while a shard of `states` is locked to create a
+    /// circuit, so nothing may touch `states` while holding it.
+    pub(crate) forced: Mutex<HashMap<Key, CircuitState>>,
+    /// `forced.len()`, written under its lock: creating a circuit skips the lock while no key
+    /// is forced.
+    pub(crate) forced_len: AtomicUsize,
+    /// Serializes the handle's writes, so that `forced` and the live circuit of a key agree
+    /// after racing `force_*` and `reset` calls. Never taken on the request path.
+    pub(crate) steering: Mutex<()>,
 }
 
 impl Registry {
+    /// The circuit of `key`, created if the key is new (or was evicted): closed, or in its
+    /// forced state if a handle forced it.
     #[inline]
     pub(crate) fn state_of(&self, key: &Key) -> Arc<KeyState> {
-        self.states
-            .get_or_insert_with(key, || KeyState::new(key.clone(), Arc::clone(&self.policy)))
+        self.states.get_or_insert_with(key, || self.create(key))
     }
+
+    /// A new circuit for `key`, forced if `forced` says so. Runs under the lock of a shard of
+    /// `states`.
+    #[cold]
+    fn create(&self, key: &Key) -> KeyState {
+        let policy = Arc::clone(&self.policy);
+        match self.forced_to(key) {
+            Some(to) => {
+                tracing::debug!(key = %key, state = to.as_str(), "forced circuit recreated after eviction");
+                KeyState::new_forced(key.clone(), policy, to)
+            }
+            None => KeyState::new(key.clone(), policy),
+        }
+    }
+
+    /// What `key` is forced to, if a handle forced it.
+    pub(crate) fn forced_to(&self, key: &Key) -> Option<CircuitState> {
+        if self.forced_len.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        lock(&self.forced).get(key).copied()
+    }
+}
+
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The maps behind these locks are only inserted into and removed from: a panic cannot
+    // leave them half-updated, so a poisoned lock is still usable.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl fmt::Debug for Registry {
@@ -35,6 +79,7 @@ impl fmt::Debug for Registry {
         f.debug_struct("Registry")
             .field("states", &self.states)
             .field("policy", &self.policy)
+            .field("forced", &self.forced_len.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 }
@@ -291,6 +336,16 @@ impl<K, C> CircuitBreakerBuilder<K, C> {
 
     /// The most keys (circuits) held at once (default: 10 000); past it the least recently used keys
     /// are evicted (see [`KeyedState`]).
+    ///
+    /// An evicted key's circuit starts again closed, with an empty window, at its next call.
+    /// For an open circuit that means forgetting the trip (the next calls reach the upstream
+    /// until `minimum_calls` of them fail again, and the growth of the open duration starts
+    /// over). That is accepted: the cap evicts the least recently used keys first, and every
+    /// call an open circuit refuses counts as a use, so a circuit that callers still hit is
+    /// among the last to go. Forced states are
+    /// different: an operator's [`force_open`](CircuitBreakerHandle::force_open) or
+    /// [`force_closed`](CircuitBreakerHandle::force_closed) survives eviction, and the
+    /// circuit is recreated forced.
     pub fn max_keys(mut self, max_keys: usize) -> Self {
         self.max_keys = max_keys;
         self
@@ -299,7 +354,8 @@ impl<K, C> CircuitBreakerBuilder<K, C> {
     /// Keys unused for this long are forgotten (their circuit starts closed again) (default: 10 min);
     /// `None` keeps them until `max_keys` pushes them out. Must be at least
     /// `max_open_duration`, so an open circuit is never forgotten before it could half-open.
-    /// Keys forced by a [`CircuitBreakerHandle`] are never evicted while forced.
+    /// Keys forced by a [`CircuitBreakerHandle`] stay forced until the handle resets them,
+    /// whether or not their circuit is evicted meanwhile.
     pub fn idle_timeout(mut self, idle_timeout: Option<Duration>) -> Self {
         self.idle_timeout = idle_timeout;
         self
@@ -335,7 +391,9 @@ impl<K, C> CircuitBreakerBuilder<K, C> {
                     jitter,
                     listeners: self.listeners,
                 }),
-                pinned: Mutex::new(HashMap::new()),
+                forced: Mutex::new(HashMap::new()),
+                forced_len: AtomicUsize::new(0),
+                steering: Mutex::new(()),
             }),
         })
     }

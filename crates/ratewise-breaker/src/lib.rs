@@ -112,7 +112,10 @@
 //!   its longer open durations.
 //! - **Forced states** are kept apart from the normal ones ([`CircuitState::ForcedOpen`],
 //!   [`CircuitState::ForcedClosed`]) and only a handle leaves them. Metrics report them as
-//!   `open` and `closed`.
+//!   `open` and `closed`. They are remembered apart from the capped per-key map, so a forced
+//!   key whose circuit the key cap or idle eviction drops comes back forced at its next call;
+//!   a normal open circuit that is evicted comes back closed (see
+//!   [`max_keys`](CircuitBreakerBuilder::max_keys)).
 //!
 //! # Supported Rust versions
 //!

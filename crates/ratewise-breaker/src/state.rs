@@ -190,6 +190,7 @@ struct Core {
 /// At most two transitions happen in one decision (open -> half-open -> open when a probe
 /// timed out), so they fit in a fixed array: no allocation.
 #[derive(Debug, Default)]
+#[must_use = "transitions must be emitted"]
 pub(crate) struct Transitions {
     items: [Option<StateChange>; 2],
 }
@@ -255,6 +256,25 @@ impl KeyState {
             state_gauge,
             rejections,
         }
+    }
+
+    /// A circuit created already forced into `to` ([`CircuitState::ForcedOpen`] or
+    /// [`CircuitState::ForcedClosed`]; anything else gives a normal closed circuit), without a
+    /// transition: the key was forced before, and the map evicted and now recreates its state.
+    pub(crate) fn new_forced(key: Key, policy: Arc<Policy>, to: CircuitState) -> Self {
+        let state = KeyState::new(key, policy);
+        let phase = match to {
+            CircuitState::ForcedOpen => Phase::ForcedOpen,
+            CircuitState::ForcedClosed => Phase::ForcedClosed,
+            _ => return state,
+        };
+        {
+            let mut core = state.lock();
+            core.phase = phase;
+            state.mirror.store(to.code(), Ordering::Release);
+        }
+        state.state_gauge.set(to.gauge_value());
+        state
     }
 
     pub(crate) fn key(&self) -> &Key {
@@ -525,27 +545,29 @@ impl KeyState {
     }
 
     /// Forces the circuit into `to` (open, closed, or back to a normal closed circuit with its
-    /// history forgotten when `to` is [`CircuitState::Closed`]).
-    pub(crate) fn force(&self, to: CircuitState, now: Instant) {
+    /// history forgotten when `to` is [`CircuitState::Closed`]). Forcing a circuit into the
+    /// forced state it is already in changes nothing. Returns the transition for
+    /// [`emit`](Self::emit), which the caller calls once it holds no lock.
+    pub(crate) fn force(&self, to: CircuitState, now: Instant) -> Transitions {
         let mut transitions = Transitions::default();
-        {
-            let mut core = self.lock();
-            let phase = match to {
-                CircuitState::ForcedOpen => Phase::ForcedOpen,
-                CircuitState::ForcedClosed => Phase::ForcedClosed,
-                _ => {
-                    core.trips = 0;
-                    Phase::Closed
-                }
-            };
-            self.transition(&mut core, phase, now, &mut transitions);
-        }
-        self.emit(transitions);
+        let mut core = self.lock();
+        let phase = match (to, core.phase) {
+            (CircuitState::ForcedOpen, Phase::ForcedOpen)
+            | (CircuitState::ForcedClosed, Phase::ForcedClosed) => return transitions,
+            (CircuitState::ForcedOpen, _) => Phase::ForcedOpen,
+            (CircuitState::ForcedClosed, _) => Phase::ForcedClosed,
+            _ => {
+                core.trips = 0;
+                Phase::Closed
+            }
+        };
+        self.transition(&mut core, phase, now, &mut transitions);
+        transitions
     }
 
     /// Reports transitions: gauge, counter, tracing event, callbacks. Called with the lock
     /// released, so a callback may use the handle.
-    fn emit(&self, transitions: Transitions) {
+    pub(crate) fn emit(&self, transitions: Transitions) {
         for change in transitions.items.into_iter().flatten() {
             self.state_gauge.set(change.to.gauge_value());
             metrics::counter!(

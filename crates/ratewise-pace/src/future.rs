@@ -64,6 +64,9 @@ pub(crate) struct Wait<S, Req, L> {
     pub(crate) request: Req,
     pub(crate) ticket: Option<Ticket>,
     pub(crate) held: Option<Held>,
+    /// The one timer of this request (slot due, or park limit), reset in place: it lives in
+    /// the box so that the response future stays small for requests that never wait.
+    pub(crate) timer: Option<Pin<Box<Sleep>>>,
 }
 
 pin_project! {
@@ -121,13 +124,9 @@ pin_project! {
             wait: Option<Box<Wait<S, Req, L>>>,
         },
         Sleeping {
-            #[pin]
-            sleep: Sleep,
             wait: Option<Box<Wait<S, Req, L>>>,
         },
         Parked {
-            #[pin]
-            timeout: Sleep,
             wait: Option<Box<Wait<S, Req, L>>>,
         },
         Failed {
@@ -199,11 +198,9 @@ where
                 if let Some(cx) = cx
                     && !ticket.key_state.is_head_or_park(ticket.id, cx.waker())
                 {
-                    let timeout = sleep_until(self.park_limit());
-                    return State::Parked {
-                        timeout,
-                        wait: Some(self),
-                    };
+                    let limit = self.park_limit();
+                    self.arm(limit);
+                    return State::Parked { wait: Some(self) };
                 }
             }
         }
@@ -262,10 +259,8 @@ where
                     self.announced = true;
                     tracing::debug!(key = %self.key, wait = ?retry_after, priority = ?self.priority, "pace: waiting for a slot");
                 }
-                State::Sleeping {
-                    sleep: sleep_until(due),
-                    wait: Some(self),
-                }
+                self.arm(due);
+                State::Sleeping { wait: Some(self) }
             }
         }
     }
@@ -294,7 +289,7 @@ where
     }
 
     /// Behind others: fail fast if the projected wait is too long, else park.
-    fn park_after_enqueue(self: Box<Self>) -> State<S, Req, L> {
+    fn park_after_enqueue(mut self: Box<Self>) -> State<S, Req, L> {
         let estimate = self.estimate;
         if self.sheds
             || self
@@ -306,10 +301,24 @@ where
         if !self.announced {
             tracing::debug!(key = %self.key, wait = ?estimate, priority = ?self.priority, "pace: queued behind other requests");
         }
-        let timeout = sleep_until(self.park_limit());
-        State::Parked {
-            timeout,
-            wait: Some(self),
+        let limit = self.park_limit();
+        self.arm(limit);
+        State::Parked { wait: Some(self) }
+    }
+
+    /// Sets the request's timer to fire at `deadline` (allocated on the first wait only).
+    fn arm(&mut self, deadline: Instant) {
+        match &mut self.timer {
+            Some(timer) => timer.as_mut().reset(deadline),
+            None => self.timer = Some(Box::pin(sleep_until(deadline))),
+        }
+    }
+
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match &mut self.timer {
+            Some(timer) => timer.as_mut().poll(cx),
+            // Unreachable: the waiting states arm the timer first. Asking again is safe.
+            None => Poll::Ready(()),
         }
     }
 
@@ -379,16 +388,17 @@ where
                     let result = ready!(future.poll(cx));
                     take(wait).on_decision(result)
                 }
-                StateProj::Sleeping { sleep, wait } => {
-                    ready!(sleep.poll(cx));
+                StateProj::Sleeping { wait } => {
+                    let waiting = wait.as_mut().expect("a sleeping state holds its wait");
+                    ready!(waiting.poll_timer(cx));
                     take(wait).start(Some(cx))
                 }
-                StateProj::Parked { timeout, wait } => {
-                    let waiting = wait.as_ref().expect("a parked state holds its wait");
+                StateProj::Parked { wait } => {
+                    let waiting = wait.as_mut().expect("a parked state holds its wait");
                     let ticket = waiting.ticket.as_ref().expect("a parked request is queued");
                     if ticket.key_state.is_head_or_park(ticket.id, cx.waker()) {
                         take(wait).acquire()
-                    } else if timeout.poll(cx).is_ready() {
+                    } else if waiting.poll_timer(cx).is_ready() {
                         let waiting = take(wait);
                         if waiting.limit.is_some() {
                             let retry_after = waiting.quotas.max_interval() * waiting.cost.max(1);

@@ -179,6 +179,7 @@ where
             request,
             ticket: None,
             held,
+            timer: None,
         });
         ResponseFuture::waiting(wait, permit_wait, early)
     }

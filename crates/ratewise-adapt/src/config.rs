@@ -66,6 +66,7 @@ pub struct AdaptConfig {
     pub(crate) safety_margin: SafetyMargin,
     pub(crate) spread: bool,
     pub(crate) slow_start: u32,
+    pub(crate) probe_timeout: Duration,
     pub(crate) max_wait: Duration,
     pub(crate) header_less: bool,
     pub(crate) keyed: KeyedStateConfig,
@@ -78,6 +79,7 @@ impl fmt::Debug for AdaptConfig {
             .field("safety_margin", &self.safety_margin)
             .field("spread", &self.spread)
             .field("slow_start", &self.slow_start)
+            .field("probe_timeout", &self.probe_timeout)
             .field("max_wait", &self.max_wait)
             .field("header_less", &self.header_less)
             .field("keyed", &self.keyed)
@@ -94,14 +96,16 @@ impl Default for AdaptConfig {
 
 impl AdaptConfig {
     /// The defaults: key by host and route bucket (with an empty [`RouteTable`], so by host),
-    /// margin `Count(0)`, no spreading, slow start of 1 request, `max_wait` 60 s, header-less
-    /// CUBIC mode on, at most 10 000 keys idle-evicted after 10 minutes.
+    /// margin `Count(0)`, no spreading, slow start of 1 request with a `probe_timeout` of 10 s,
+    /// `max_wait` 60 s, header-less CUBIC mode on, at most 10 000 keys idle-evicted after 10
+    /// minutes.
     pub fn new() -> Self {
         AdaptConfig {
             key_fn: Arc::new(ByHostAndRoute::new(RouteTable::default())),
             safety_margin: SafetyMargin::default(),
             spread: false,
             slow_start: 1,
+            probe_timeout: Duration::from_secs(10),
             max_wait: Duration::from_secs(60),
             header_less: true,
             keyed: KeyedStateConfig::new(),
@@ -134,6 +138,22 @@ impl AdaptConfig {
     /// window after its reset) (default 1). Must be at least 1.
     pub fn slow_start(mut self, in_flight: u32) -> Self {
         self.slow_start = in_flight;
+        self
+    }
+
+    /// How long the requests in flight of a key in slow start may go unanswered before one
+    /// more request may probe (default 10 s). Must be non-zero.
+    ///
+    /// A probe that never completes (a hung connection and no timeout anywhere) would
+    /// otherwise hold its key's slow start for as long as it lives, and every other caller of
+    /// the key would wait `max_wait` and fail. With this bound, while the key is full
+    /// (`slow_start` requests in flight, none answered) and no request of the key was sent for
+    /// `probe_timeout`, the next waiter probes; so a key whose limits are unknown sends at most
+    /// `slow_start` requests, plus one per `probe_timeout` while nothing answers: never a
+    /// burst. Set it above the slowest response you expect (a long LLM completion), or leave
+    /// it and accept one extra probe per `probe_timeout` on such keys.
+    pub fn probe_timeout(mut self, after: Duration) -> Self {
+        self.probe_timeout = after;
         self
     }
 
@@ -172,7 +192,7 @@ impl AdaptConfig {
     /// # Errors
     ///
     /// [`ConfigError`] for a fraction outside `[0, 1)` or not finite, a zero `slow_start`, a
-    /// zero `max_wait` or `unknown_reset`, or an invalid [`KeyedStateConfig`].
+    /// zero `probe_timeout`, `max_wait` or `unknown_reset`, or an invalid [`KeyedStateConfig`].
     pub fn build(self) -> Result<AdaptLayer, ConfigError> {
         if let SafetyMargin::Fraction(fraction) = self.safety_margin
             && !(fraction.is_finite() && (0.0..1.0).contains(&fraction))
@@ -181,6 +201,9 @@ impl AdaptConfig {
         }
         if self.slow_start == 0 {
             return Err(ConfigError::ZeroSlowStart);
+        }
+        if self.probe_timeout.is_zero() {
+            return Err(ConfigError::ZeroProbeTimeout);
         }
         if self.max_wait.is_zero() {
             return Err(ConfigError::ZeroMaxWait);
@@ -200,6 +223,8 @@ pub enum ConfigError {
     InvalidFraction(f64),
     /// `slow_start` was 0: no request could ever be sent to a new key.
     ZeroSlowStart,
+    /// `probe_timeout` was zero.
+    ZeroProbeTimeout,
     /// `max_wait` was zero.
     ZeroMaxWait,
     /// `unknown_reset` was zero.
@@ -215,6 +240,7 @@ impl fmt::Display for ConfigError {
                 write!(f, "safety margin fraction {fraction} is not in [0, 1)")
             }
             ConfigError::ZeroSlowStart => f.pad("slow_start must be at least 1"),
+            ConfigError::ZeroProbeTimeout => f.pad("probe_timeout must be non-zero"),
             ConfigError::ZeroMaxWait => f.pad("max_wait must be non-zero"),
             ConfigError::ZeroUnknownReset => f.pad("unknown_reset must be non-zero"),
             ConfigError::KeyedState(err) => write!(f, "invalid keyed state bounds: {err}"),

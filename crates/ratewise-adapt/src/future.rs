@@ -201,21 +201,26 @@ where
                             *reason = wait.reason;
                             // Each wait the server imposes (a cooldown, a reset) is capped by
                             // max_wait from now; a wait for a response (slow start) by max_wait
-                            // from when it began. The deadline caps everything.
+                            // from when it began, and it ends early when the claim of the
+                            // requests in flight expires. The deadline caps everything.
                             let max_wait = this.shared.config.max_wait;
-                            let mut limit = match wait.until {
-                                Some(_) => {
-                                    *notify_since = None;
-                                    now + max_wait
-                                }
-                                None => *notify_since.get_or_insert(now) + max_wait,
+                            let for_response = wait.reason == WaitReason::SlowStart;
+                            let mut limit = if for_response {
+                                *notify_since.get_or_insert(now) + max_wait
+                            } else {
+                                *notify_since = None;
+                                now + max_wait
                             };
                             if let Some(deadline) = deadline {
                                 limit = limit.min(deadline.instant());
                             }
                             let refusal = match wait.until {
-                                Some(until) if until > limit => Some(until - now),
-                                None if now >= limit => Some(Duration::ZERO),
+                                _ if for_response && now >= limit => {
+                                    Some(wait.until.map_or(Duration::ZERO, |until| {
+                                        until.saturating_duration_since(now)
+                                    }))
+                                }
+                                Some(until) if !for_response && until > limit => Some(until - now),
                                 _ => None,
                             };
                             if let Some(retry_after) = refusal {
@@ -223,7 +228,7 @@ where
                                 this.state.set(State::Done);
                                 return Poll::Ready(Err(error));
                             }
-                            let target = wait.until.unwrap_or(limit);
+                            let target = wait.until.map_or(limit, |until| until.min(limit));
                             match sleep.as_mut().as_pin_mut() {
                                 Some(timer) => {
                                     if timer.deadline() != target {

@@ -21,7 +21,11 @@
 //!   ([`slow_start`](AdaptConfig::slow_start)) until the first response; then it opens up to
 //!   what the headers allow. The same happens after each reset, until a response describes the
 //!   new window, so a client whose clock is slightly ahead of the server's spends at most one
-//!   request on a stale window.
+//!   request on a stale window. A probe that never answers (a hung connection, no timeout
+//!   anywhere) holds the key for [`probe_timeout`](AdaptConfig::probe_timeout) (default
+//!   10 s), not for ever: when no request of the key was sent for that long and none of
+//!   those in flight has answered, the next waiter probes. A key whose limits are unknown
+//!   thus sends at most `slow_start` requests plus one per `probe_timeout`, never a burst.
 //! - **cooldowns**: a 429 (or GitHub's 403) with `Retry-After`, a 503 with `Retry-After`, or an
 //!   exhausted `RateLimit` (`r=0;t=..`) puts the whole key into a cooldown until the server's
 //!   instant, which every caller of the key respects (not only the one that retries). A
@@ -115,7 +119,7 @@
 //!
 //! # Memory
 //!
-//! Per key: about 900 bytes (792 bytes of state on 64-bit targets: 4 policies, 8
+//! Per key: about 900 bytes (816 bytes of state on 64-bit targets: 4 policies, 8
 //! server-bucket aliases, the CUBIC limiter; plus its `Notify`, key and host name) and the
 //! [`KeyedState`](ratewise_core::KeyedState) overhead; at most 10 000 route keys and as many bucket keys, idle keys evicted after 10
 //! minutes ([`keyed_state`](AdaptConfig::keyed_state)).

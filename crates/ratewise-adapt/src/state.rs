@@ -105,6 +105,10 @@ impl WaitReason {
 }
 
 /// A request may not go yet: retry at `until`, or when the key changes (`None`: only then).
+///
+/// For [`WaitReason::SlowStart`], `until` is when the claim of the requests in flight expires;
+/// the wait is for their response, capped by `max_wait` from when it began. Any other `until`
+/// is an instant the key may not send before (a cooldown, a reset, the learned rate).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Wait {
     pub(crate) until: Option<Instant>,
@@ -148,6 +152,8 @@ struct Inner {
     last_alias: usize,
     seq: u64,
     in_flight: u32,
+    /// When the last reservation was granted: slow start's claim runs from it.
+    last_sent: Option<Instant>,
     responses: u64,
     waiters: u32,
     slots: [Slot; MAX_POLICIES],
@@ -188,6 +194,7 @@ impl KeyState {
                 last_alias: 0,
                 seq: 0,
                 in_flight: 0,
+                last_sent: None,
                 responses: 0,
                 waiters: 0,
                 slots: [Slot::default(); MAX_POLICIES],
@@ -315,10 +322,17 @@ impl KeyState {
             });
         }
         if relearning && inner.in_flight >= config.slow_start {
-            return Err(Wait {
-                until: None,
-                reason: WaitReason::SlowStart,
-            });
+            // The requests in flight claim slow start until they answer, or until none was
+            // sent for `probe_timeout`: a probe that never completes cannot stall the key, and
+            // the key still gets one request more per `probe_timeout`, never a burst.
+            let expiry = inner.last_sent.map(|sent| sent + config.probe_timeout);
+            if expiry.is_none_or(|expiry| now < expiry) {
+                return Err(Wait {
+                    until: expiry,
+                    reason: WaitReason::SlowStart,
+                });
+            }
+            tracing::debug!(key = %self.key, in_flight = inner.in_flight, "adapt: slow start's probes unanswered for probe_timeout; one more probes");
         }
         let seconds = shared.seconds(now);
         if config.header_less && inner.slot_count == 0 {
@@ -344,6 +358,7 @@ impl KeyState {
         // Commit.
         inner.seq += 1;
         inner.in_flight += 1;
+        inner.last_sent = Some(now);
         for slot in inner.slots_mut() {
             if slot.spent_per_request && slot.expired_at_seq.is_none() {
                 slot.available = slot.available.saturating_sub(1);
@@ -740,6 +755,38 @@ mod tests {
         assert_eq!(
             state.try_reserve(&shared, later).unwrap_err().reason,
             WaitReason::SlowStart
+        );
+    }
+
+    /// Probes that never answer claim slow start for `probe_timeout` from the last request
+    /// sent: then one more may go, and the claim runs again from it.
+    #[tokio::test(start_paused = true)]
+    async fn slow_start_claims_expire_after_the_probe_timeout() {
+        let timeout = Duration::from_secs(5);
+        let shared = shared(AdaptConfig::new().slow_start(2).probe_timeout(timeout));
+        let state = state(&shared);
+        let start = Instant::now();
+        state.try_reserve(&shared, start).unwrap();
+        let later = start + Duration::from_secs(1);
+        state.try_reserve(&shared, later).unwrap();
+        let wait = state.try_reserve(&shared, later).unwrap_err();
+        assert_eq!(wait.reason, WaitReason::SlowStart);
+        assert_eq!(wait.until, Some(later + timeout));
+        assert!(state.try_reserve(&shared, later + timeout / 2).is_err());
+        let expired = later + timeout;
+        state.try_reserve(&shared, expired).unwrap();
+        assert_eq!(state.in_flight(), 3);
+        let wait = state.try_reserve(&shared, expired).unwrap_err();
+        assert_eq!(wait.until, Some(expired + timeout));
+        // One answer describes the key: slow start is over.
+        state.complete(&state, 3, &observation(50, 30), None, 0, &shared, expired);
+        assert!(state.try_reserve(&shared, expired).is_ok());
+        assert_eq!(
+            AdaptConfig::new()
+                .probe_timeout(Duration::ZERO)
+                .build()
+                .unwrap_err(),
+            crate::ConfigError::ZeroProbeTimeout
         );
     }
 

@@ -164,6 +164,66 @@ async fn slow_start_survives_a_failed_first_request() {
     assert_ready_ok!(second.poll());
 }
 
+/// A first request that never completes (no timeout anywhere) does not hold a new key's slow
+/// start until `max_wait`: its claim expires after `probe_timeout` (10 s by default) and one
+/// waiter probes, then another 10 s later if that one hangs too. Never a burst: the 8 other
+/// callers go only once a probe's response described the key.
+#[tokio::test(start_paused = true)]
+async fn a_probe_that_never_completes_holds_slow_start_only_for_the_probe_timeout() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let start = Instant::now();
+    let sent: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let client = {
+        let sent = Arc::clone(&sent);
+        tower::service_fn(move |_request: Request<()>| {
+            sent.lock().unwrap().push(start.elapsed());
+            let hangs = calls.fetch_add(1, Ordering::Relaxed) < 2;
+            async move {
+                if hangs {
+                    std::future::pending::<()>().await;
+                }
+                Ok::<_, std::convert::Infallible>(draft8(100, 90, 60))
+            }
+        })
+    };
+    let layer = AdaptLayer::new();
+    let service = layer.layer(client);
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let call = service.clone().oneshot(get());
+        tasks.push(tokio::spawn(async move {
+            call.await.expect("not refused");
+            start.elapsed()
+        }));
+        tokio::task::yield_now().await;
+    }
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let secs = Duration::from_secs;
+    let sent = sent.lock().unwrap().clone();
+    assert_eq!(
+        &sent[..3],
+        &[secs(0), secs(10), secs(20)],
+        "one probe per 10 s"
+    );
+    assert_eq!(sent.len(), 10);
+    // The two hanging probes never finish; the 8 others answer at 20 s.
+    let (finished, hanging): (Vec<_>, Vec<_>) = tasks.into_iter().partition(|t| t.is_finished());
+    let mut answered = Vec::new();
+    for task in finished {
+        answered.push(task.await.unwrap());
+    }
+    assert_eq!(answered, vec![secs(20); 8]);
+    assert_eq!(layer.snapshot(&key()).unwrap().in_flight(), 2);
+    for task in hanging {
+        task.abort();
+        assert!(task.await.unwrap_err().is_cancelled());
+    }
+    assert_eq!(layer.snapshot(&key()).unwrap().in_flight(), 0);
+}
+
 /// A dropped waiting future holds nothing: the key's counts are as if it never came.
 #[tokio::test(start_paused = true)]
 async fn dropped_waiting_futures_hold_nothing() {

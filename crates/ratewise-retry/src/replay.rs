@@ -30,9 +30,11 @@ pub const DEFAULT_REPLAY_CAP: usize = 64 * 1024;
 /// continues with whatever of the original the first send did not read.
 ///
 /// Over the cap (or when the body's exact size is known to exceed it) the buffer is dropped:
-/// the request is sent once, never retried, and the retry layer records
+/// once any of the body was read, the request is not retried, and the retry layer records
 /// `ratewise_retry_given_up_total{reason="body_not_replayable"}`. A body that failed while
-/// being read is not replayed either.
+/// being read is not replayed either. A body nothing was read from (the attempt failed
+/// before sending it, at connect for example) is still whole, so it can be sent again
+/// whatever its size.
 ///
 /// ```
 /// use http_body_util::{BodyExt, Full, StreamBody};
@@ -61,8 +63,10 @@ pub const DEFAULT_REPLAY_CAP: usize = 64 * 1024;
 /// # Memory
 ///
 /// At most `cap` bytes of data frames (plus the trailers) are kept per request, and only until
-/// the last clone is dropped. Wrap only requests the layer may retry: a POST without an
-/// idempotency key is sent once, and buffering its body would be wasted.
+/// the last clone is dropped. A request that is not idempotent (a POST without an
+/// idempotency key) is retried only when its attempt never left, which needs nothing of the
+/// buffer: for such a request a small cap, even 0, keeps it retryable after a connect failure
+/// without keeping its body in memory.
 ///
 /// # Cancel safety
 ///
@@ -142,12 +146,17 @@ impl ReplayBody {
     }
 
     /// Whether a fresh clone of this body would replay everything sent so far: the buffer
-    /// was not dropped (over the cap, or the original failed) and no clone is being sent
-    /// right now.
+    /// was not dropped (over the cap, or the original failed), or nothing was read yet; and
+    /// no clone is being sent right now.
     pub fn is_replayable(&self) -> bool {
-        !self.shared.spent.load(Ordering::Acquire)
-            && self.local.is_none()
-            && self.shared.lock().is_some()
+        if self.local.is_some() {
+            return false;
+        }
+        let spent = self.shared.spent.load(Ordering::Acquire);
+        self.shared
+            .lock()
+            .as_ref()
+            .is_some_and(|state| !spent || (state.pulled == 0 && state.original.is_some()))
     }
 
     fn release(&mut self) {
@@ -400,9 +409,29 @@ mod tests {
     #[tokio::test]
     async fn a_known_size_over_the_cap_is_never_buffered() {
         let body = ReplayBody::new(http_body_util::Full::new(Bytes::from(vec![7u8; 100])), 10);
-        assert!(!body.is_replayable());
+        let replay = body.clone();
+        assert!(body.is_replayable(), "nothing read yet: still whole");
         assert_eq!(body.size_hint().exact(), Some(100));
         assert_eq!(body.collect().await.unwrap().to_bytes().len(), 100);
+        assert!(!replay.is_replayable(), "read and not kept");
+        let error = replay.collect().await.unwrap_err();
+        assert!(error.is::<BodyNotReplayable>());
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_cap_that_was_never_read_is_sent_whole_by_a_clone() {
+        // The attempt failed before the body was read (at connect): the clone sends it all.
+        let body = ReplayBody::new(
+            http_body_util::Full::new(Bytes::from_static(b"01234567890123456789")),
+            10,
+        );
+        let replay = body.clone();
+        drop(body);
+        assert!(replay.is_replayable());
+        assert_eq!(
+            replay.collect().await.unwrap().to_bytes(),
+            "01234567890123456789"
+        );
     }
 
     #[tokio::test]

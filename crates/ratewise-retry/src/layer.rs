@@ -43,8 +43,9 @@ impl Default for RetryLayer {
 
 impl RetryLayer {
     /// The defaults: 3 attempts, full jitter (base 100 ms, cap 20 s), statuses 408, 429, 500,
-    /// 502, 503, 504 and [`SafeTransportErrors`], `Idempotency-Key`, `max_wait` 60 s, no
-    /// default total timeout, budget 20% + 10 retries/s.
+    /// 502, 503, 504 and [`SafeTransportErrors`], `Idempotency-Key`, requests that are not
+    /// idempotent retried only when an attempt was never sent, `max_wait` 60 s, no default
+    /// total timeout, budget 20% + 10 retries/s.
     pub fn new() -> Self {
         RetryLayer::builder()
             .build()
@@ -87,6 +88,7 @@ pub struct RetryLayerBuilder {
     server_jitter: Duration,
     total_timeout: Option<Duration>,
     classify: Box<dyn ClassifyError>,
+    retry_unsent: bool,
     budget: RetryBudget,
     rng: Option<Box<dyn rand::Rng + Send>>,
 }
@@ -101,6 +103,7 @@ impl fmt::Debug for RetryLayerBuilder {
             .field("max_wait", &self.max_wait)
             .field("server_jitter", &self.server_jitter)
             .field("total_timeout", &self.total_timeout)
+            .field("retry_unsent", &self.retry_unsent)
             .field("budget", &self.budget)
             .finish_non_exhaustive()
     }
@@ -124,6 +127,7 @@ impl RetryLayerBuilder {
             server_jitter: Duration::ZERO,
             total_timeout: None,
             classify: Box::new(SafeTransportErrors),
+            retry_unsent: true,
             budget: RetryBudget::default(),
             rng: None,
         }
@@ -182,6 +186,25 @@ impl RetryLayerBuilder {
     /// Which transport errors are retried (default: [`SafeTransportErrors`]).
     pub fn classify_errors(mut self, classify: impl ClassifyError) -> Self {
         self.classify = Box::new(classify);
+        self
+    }
+
+    /// Whether a request that is not idempotent (a POST or PATCH without an idempotency key)
+    /// is retried when an attempt failed before anything was written (default: `true`).
+    ///
+    /// Such an attempt is retried, with the usual backoff and budget, only when the
+    /// configured classifier calls its error [`ErrorClass::NotSent`](crate::ErrorClass) and
+    /// the built-in rules of [`SafeTransportErrors`] agree (a refused connection, no local
+    /// address left, and with the `hyper-util` feature a connect-phase client error or a
+    /// request hyper gave back undispatched); any response, and any other error, ends it.
+    /// This is what Envoy's `connect-failure` and `reset-before-request` conditions and
+    /// hyper-util's own retry of canceled requests allow.
+    ///
+    /// To be able to send the request again, the layer keeps a copy of it (the header map is
+    /// cloned, as for every retryable request). `false` sends such requests exactly once and
+    /// copies nothing.
+    pub fn retry_unsent(mut self, retry: bool) -> Self {
+        self.retry_unsent = retry;
         self
     }
 
@@ -246,6 +269,7 @@ impl RetryLayerBuilder {
                 server_jitter: self.server_jitter,
                 total_timeout: self.total_timeout,
                 classify: self.classify,
+                retry_unsent: self.retry_unsent,
                 budget: self.budget,
                 rng: Mutex::new(rng),
                 attempts_counter: OnceLock::new(),

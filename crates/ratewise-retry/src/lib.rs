@@ -14,7 +14,15 @@
 //!   resets, timeouts). Anything else, a plain 403 included, is returned at once.
 //! - **Only what may be repeated**: GET, HEAD, OPTIONS, PUT, DELETE and TRACE; POST and PATCH
 //!   only with an `Idempotency-Key` header (the name is configurable) or the [`Idempotent`]
-//!   extension. Other requests are not even copied, so they are sent exactly once.
+//!   extension. Any other request reaches the server at most once: it is retried only after
+//!   an attempt that provably never left (a refused connection, no local address left, and
+//!   with the `hyper-util` feature any connect-phase error of hyper-util's client or a
+//!   request hyper gave back undispatched), which the configured [`ClassifyError`] and the
+//!   built-in rules of [`SafeTransportErrors`] must both call [`ErrorClass::NotSent`]. A reset,
+//!   a timeout or a response after the request may have been written ends it, whatever the
+//!   status. Envoy's `connect-failure`/`reset-before-request` conditions draw the same line;
+//!   [`retry_unsent(false)`](RetryLayerBuilder::retry_unsent) sends such requests once
+//!   without exception.
 //! - **How long to wait**: the server's word first — `retry-after-ms`, `Retry-After` (seconds,
 //!   or an HTTP-date read relative to the response's `Date`), and on a rate-limit refusal the
 //!   reset of an exhausted policy (draft `RateLimit` `t=`, GitHub `x-ratelimit-reset`) — parsed by `ratewise-headers`, rounded up to the millisecond and never shortened (an
@@ -110,8 +118,9 @@
 //!   the backoff plus 5 s; an exact `Retry-After` never does, and `max_wait` bounds it instead.
 //! - **Budget**: tower's `TpsBudget` is not used; see [`RetryBudget`] for why (tower#857).
 //! - **Allocation**: like every retry layer built on `Policy::clone_request`, each retryable
-//!   request is copied once before it is first sent (the header map is cloned); requests that
-//!   cannot be retried (non-idempotent, `max_attempts` 1) are not copied.
+//!   request is copied once before it is first sent (the header map is cloned). That includes
+//!   requests that are not idempotent, which a connect failure may retry; with
+//!   `retry_unsent(false)` they are not copied, nor is anything when `max_attempts` is 1.
 //! - **Cancellation**: dropping the response future drops the attempt and the request copy;
 //!   nothing else is held.
 //! - **Concurrency**: the budgets' atomics and lock are model-checked with loom
@@ -121,7 +130,9 @@
 //!
 //! - `hyper-util`: [`SafeTransportErrors`] also recognises
 //!   `hyper_util::client::legacy::Error::is_connect()` and hyper's canceled and
-//!   incomplete-message errors.
+//!   incomplete-message errors. Without it, a connect failure of hyper-util's client is still
+//!   recognised when its cause is a refused connection (an `io::Error` in the error's chain),
+//!   but not when it is a DNS or TLS failure.
 //!
 //! # Supported Rust versions
 //!

@@ -17,7 +17,7 @@ use tower::retry::Policy;
 
 use crate::backoff::Backoff;
 use crate::budget::{RetryBudget, RetryCost};
-use crate::classify::{ClassifyError, ErrorClass};
+use crate::classify::{ClassifyError, ErrorClass, proves_not_sent};
 use crate::replay::ReplayBody;
 
 /// A per-request opt-in: the caller asserts that this request is safe to repeat even though
@@ -100,6 +100,9 @@ pub(crate) struct Shared {
     pub(crate) server_jitter: Duration,
     pub(crate) total_timeout: Option<Duration>,
     pub(crate) classify: Box<dyn ClassifyError>,
+    /// Whether requests that are not idempotent are copied, so that an attempt that provably
+    /// never left can be sent again.
+    pub(crate) retry_unsent: bool,
     pub(crate) budget: RetryBudget,
     pub(crate) rng: Mutex<Box<dyn rand::Rng + Send>>,
     /// The attempts counter, registered with the `metrics` recorder at the first attempt and
@@ -118,6 +121,7 @@ impl fmt::Debug for Shared {
             .field("max_wait", &self.max_wait)
             .field("server_jitter", &self.server_jitter)
             .field("total_timeout", &self.total_timeout)
+            .field("retry_unsent", &self.retry_unsent)
             .field("budget", &self.budget)
             .finish_non_exhaustive()
     }
@@ -166,6 +170,13 @@ impl Shared {
         None
     }
 
+    /// Whether the layer keeps a copy of a request to send it again: always for an idempotent
+    /// one, and for any other one when it may be re-sent after an attempt that never left
+    /// (never when `max_attempts` is 1).
+    pub(crate) fn copies(&self, idempotent: bool) -> bool {
+        self.max_attempts > 1 && (idempotent || self.retry_unsent)
+    }
+
     /// A uniform number in `[0, 1)` from the injected generator.
     fn unit(&self) -> f64 {
         let bits = self
@@ -210,6 +221,9 @@ struct Session {
     deadline: Option<Instant>,
     /// Tokens the session spent on retries (token quota), refunded on success.
     spent_tokens: u32,
+    /// Whether the request may be sent again whatever happened to an attempt. When not, only
+    /// an attempt that provably never left is retried.
+    idempotent: bool,
 }
 
 impl Session {
@@ -219,6 +233,7 @@ impl Session {
             previous_delay: Duration::ZERO,
             deadline: None,
             spent_tokens: 0,
+            idempotent: true,
         }
     }
 }
@@ -236,11 +251,14 @@ impl Session {
 ///    like a 429 (retried when 429 is retryable); or the error is classified as retryable by
 ///    the [`ClassifyError`]. A plain 403 (an authorization error) is never retried;
 /// 2. the request is idempotent (GET, HEAD, OPTIONS, PUT, DELETE, TRACE; other methods only
-///    with the idempotency-key header or the [`Idempotent`] extension) — otherwise it is not
-///    even cloned;
+///    with the idempotency-key header or the [`Idempotent`] extension), or the attempt failed
+///    with an error that proves the request never left (the classifier and the built-in
+///    rules of [`SafeTransportErrors`](crate::SafeTransportErrors) both call it
+///    [`ErrorClass::NotSent`]; see
+///    [`RetryLayerBuilder::retry_unsent`](crate::RetryLayerBuilder::retry_unsent));
 /// 3. fewer than `max_attempts` attempts were sent;
-/// 4. the body can be replayed (a `B: Clone` body always can; a [`ReplayBody`] only under its
-///    cap);
+/// 4. the body can be replayed (a `B: Clone` body always can; a [`ReplayBody`] under its
+///    cap, or whatever its size when the failed attempt read none of it);
 /// 5. the server's delay (`retry-after-ms`, `Retry-After`, and on a rate-limit refusal the
 ///    reset of an exhausted policy: `RateLimit` `t=`, `x-ratelimit-reset`), if any, is within
 ///    `max_wait`;
@@ -435,6 +453,11 @@ where
                     self.shared.budget.on_success(self.session.spent_tokens);
                     return None;
                 };
+                if !self.session.idempotent {
+                    // The server answered, so it saw the request: never again.
+                    self.give_up("not_idempotent", self.session.attempts);
+                    return None;
+                }
                 self.schedule(
                     request,
                     Reason::Status(response.status()),
@@ -449,6 +472,14 @@ where
                     ErrorClass::Timeout => RetryCost::Timeout,
                     ErrorClass::NotSent | ErrorClass::ConnectionLost => RetryCost::Normal,
                 };
+                // A request that is not idempotent is sent again only when the attempt never
+                // left: the classifier says so, and so do the built-in rules (a custom
+                // classifier alone cannot make the layer repeat such a request).
+                let never_sent = class == ErrorClass::NotSent && proves_not_sent(&**error);
+                if !self.session.idempotent && !never_sent {
+                    self.give_up("not_idempotent", self.session.attempts);
+                    return None;
+                }
                 self.schedule(request, Reason::Transport(class), cost, None)
             }
         }
@@ -473,12 +504,14 @@ where
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
+            let idempotent = self.shared.is_idempotent(request);
             self.session = Session {
                 deadline,
+                idempotent,
                 ..Session::new()
             };
             self.shared.budget.deposit();
-            if self.shared.max_attempts <= 1 || !self.shared.is_idempotent(request) {
+            if !self.shared.copies(idempotent) {
                 // Not cloned, so never retried: the request is sent exactly once.
                 return None;
             }

@@ -110,9 +110,12 @@ where
 
     #[inline]
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        // Requests that will not be retried are watched, so a retryable failure of one is
-        // counted as `given_up{reason="not_idempotent"}` and a success refills the budget.
-        let watch = (!self.shared.is_idempotent(&request)).then(|| Arc::clone(&self.shared));
+        // Requests that are not idempotent and that the policy does not copy (so tower never
+        // asks it about them) are watched, so a retryable failure of one is counted as
+        // `given_up{reason="not_idempotent"}` and a success refills the budget. Copied ones
+        // are accounted by the policy.
+        let watch = (!self.shared.copies(false) && !self.shared.is_idempotent(&request))
+            .then(|| Arc::clone(&self.shared));
         // tower's Retry calls the readied inner service and keeps a clone of it to re-drive
         // readiness before every retry.
         ResponseFuture::new(self.inner.call(request), watch)

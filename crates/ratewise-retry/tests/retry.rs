@@ -414,6 +414,153 @@ async fn a_post_that_failed_after_it_was_written_is_never_sent_again() {
     }
 }
 
+/// A streaming body of `n` chunks of 1 KiB (chunk `i` filled with byte `i`), kept up to `cap`.
+fn kib_chunks(n: u8, cap: usize) -> ReplayBody {
+    let chunks: Vec<Result<http_body::Frame<Bytes>, std::io::Error>> = (0..n)
+        .map(|i| Ok(http_body::Frame::data(Bytes::from(vec![i; 1024]))))
+        .collect();
+    ReplayBody::new(StreamBody::new(futures_util::stream::iter(chunks)), cap)
+}
+
+/// The error a client returns when the connection was refused: a client error wrapping the
+/// socket's `io::Error`, as hyper-util's connector does.
+#[derive(Debug)]
+struct ConnectFailed(std::io::Error);
+
+impl std::fmt::Display for ConnectFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad("client error (Connect)")
+    }
+}
+
+impl std::error::Error for ConnectFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+fn refused() -> BoxError {
+    ConnectFailed(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)).into()
+}
+
+/// An upstream whose first attempt is refused at connect and whose later ones get `then()`.
+fn refused_first(then: fn() -> Result<http::Response<Full<Bytes>>, BoxError>) -> Upstream {
+    Upstream::new(move |n, _| if n == 0 { Err(refused()) } else { then() })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_post_refused_at_connect_is_retried_and_reaches_the_server_once() {
+    // The first attempt never left (the connection was refused); the second one is served.
+    let upstream = refused_first(|| Ok(response(StatusCode::CREATED, &[])));
+    let client = layer().build().unwrap().layer(upstream.clone());
+    let start = Instant::now();
+    let response = client.oneshot(post(None)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let log = upstream.log();
+    assert_eq!(log.len(), 2, "one refused attempt, one served");
+    assert_eq!(log[1].body, "amount=10", "the body is sent whole again");
+    assert!(
+        log[1].at - start <= Duration::from_millis(100),
+        "after the usual backoff (full jitter under the 100 ms base)"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_post_is_retried_only_while_its_attempts_never_left() {
+    // Refused, then a 503: the 503 came from a server that saw the POST, so it ends there.
+    let upstream = refused_first(|| Ok(response(StatusCode::SERVICE_UNAVAILABLE, &[])));
+    let client = layer().build().unwrap().layer(upstream.clone());
+    let response = client.oneshot(post(None)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(upstream.count(), 2);
+
+    // Refused, then reset after it was written: the server may have acted on it.
+    let upstream =
+        refused_first(|| Err(std::io::Error::from(std::io::ErrorKind::ConnectionReset).into()));
+    let client = layer().build().unwrap().layer(upstream.clone());
+    let error = client.oneshot(post(None)).await.unwrap_err();
+    assert_eq!(
+        error.downcast_ref::<std::io::Error>().unwrap().kind(),
+        std::io::ErrorKind::ConnectionReset
+    );
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(upstream.count(), 2);
+
+    // Refused every time: the usual attempts, then the client's error.
+    let upstream = Upstream::new(|_, _| Err(refused()));
+    let client = layer().build().unwrap().layer(upstream.clone());
+    let error = client.oneshot(post(None)).await.unwrap_err();
+    assert!(error.is::<ConnectFailed>());
+    assert_eq!(upstream.count(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_post_reset_after_it_was_sent_is_not_retried() {
+    let upstream =
+        Upstream::new(|_, _| Err(std::io::Error::from(std::io::ErrorKind::ConnectionReset).into()));
+    let client = layer().build().unwrap().layer(upstream.clone());
+    client.clone().oneshot(post(None)).await.unwrap_err();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(upstream.count(), 1, "sent once");
+    // The same reset on the same POST with a key is retried.
+    client.oneshot(post(Some("k-1"))).await.unwrap_err();
+    assert_eq!(upstream.count(), 1 + 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_unsent_false_sends_a_post_once_even_when_refused() {
+    let upstream = Upstream::new(|_, _| Err(refused()));
+    let client = layer()
+        .retry_unsent(false)
+        .build()
+        .unwrap()
+        .layer(upstream.clone());
+    client.clone().oneshot(post(None)).await.unwrap_err();
+    assert_eq!(upstream.count(), 1);
+    // Idempotent requests keep their retries.
+    client.oneshot(post(Some("k-1"))).await.unwrap_err();
+    assert_eq!(upstream.count(), 1 + 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_post_body_over_the_replay_cap_is_resent_whole_when_it_was_never_read() {
+    // A client that fails at connect does not read the body; the second attempt reads it all.
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = std::sync::Arc::clone(&bodies);
+    let attempts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = std::sync::Arc::clone(&attempts);
+    let upstream = tower::service_fn(move |request: Request<ReplayBody>| {
+        let n = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let seen = std::sync::Arc::clone(&seen);
+        async move {
+            if n == 0 {
+                return Err(refused());
+            }
+            let body = request.into_body().collect().await?.to_bytes();
+            seen.lock().unwrap().push(body);
+            Ok::<_, BoxError>(response(StatusCode::CREATED, &[]))
+        }
+    });
+    // A cap of 0 keeps nothing in memory: only a body never read can be sent again.
+    let body = kib_chunks(4, 0);
+    let request = Request::post("https://api.example.com/uploads")
+        .body(body)
+        .unwrap();
+    let response = layer()
+        .build()
+        .unwrap()
+        .layer(upstream)
+        .oneshot(request)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(attempts.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let bodies = bodies.lock().unwrap();
+    assert_eq!(bodies.len(), 1);
+    assert_eq!(bodies[0].len(), 4 * 1024);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_replay_body_that_fails_mid_stream_is_not_replayed() {
     // The body breaks after its first chunk; the upstream reports the body's error, which
@@ -616,10 +763,7 @@ async fn replay_body_under_the_cap_is_replayed_byte_identical() {
 async fn replay_body_over_the_cap_is_sent_once() {
     let upstream = Upstream::always(StatusCode::SERVICE_UNAVAILABLE, &[]);
     let client = layer().build().unwrap().layer(upstream.clone());
-    let chunks: Vec<Result<http_body::Frame<Bytes>, std::io::Error>> = (0..10u8)
-        .map(|i| Ok(http_body::Frame::data(Bytes::from(vec![i; 1024]))))
-        .collect();
-    let body = ReplayBody::new(StreamBody::new(futures_util::stream::iter(chunks)), 4096);
+    let body = kib_chunks(10, 4096);
     let request = Request::put("https://api.example.com/blob")
         .body(body)
         .unwrap();

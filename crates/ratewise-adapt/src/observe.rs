@@ -3,7 +3,6 @@
 //! The layer turns `ratewise_headers::parse`'s `RateLimitInfo` into an [`Observation`]; the
 //! state machine only ever sees observations, so it is tested without HTTP.
 
-use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 /// Most policies a key tracks; further policies of one response are ignored (with an event).
@@ -29,12 +28,11 @@ pub(crate) struct ObservedPolicy {
 
 impl ObservedPolicy {
     pub(crate) fn id_of(name: Option<&str>, position: usize) -> u64 {
-        let mut hasher = std::hash::DefaultHasher::new();
+        // A tag byte keeps names and positions apart.
         match name {
-            Some(name) => name.hash(&mut hasher),
-            None => position.hash(&mut hasher),
+            Some(name) => fnv1a(fnv1a(FNV_OFFSET, &[1]), name.as_bytes()),
+            None => fnv1a(fnv1a(FNV_OFFSET, &[0]), &position.to_le_bytes()),
         }
-        hasher.finish()
     }
 }
 
@@ -79,22 +77,39 @@ impl Observation {
     }
 
     pub(crate) fn bucket_id(bucket: &str) -> u64 {
-        let mut hasher = std::hash::DefaultHasher::new();
-        bucket.hash(&mut hasher);
-        hasher.finish()
+        fnv1a(FNV_OFFSET, bucket.as_bytes())
     }
+}
+
+/// The FNV-1a offset basis: the hash of nothing.
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a of `bytes`, continuing from `hash`. The ids it makes are compared within one
+/// process only; a few nanoseconds for the short names servers send, where SipHash costs
+/// several times more per response. (A server that wants two of its policies to collide can
+/// do so with either: `DefaultHasher::new` is not randomly keyed.)
+fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(hash, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// A hash of the first segment of `path` (`"search"` for `/search/code`): the part of a
 /// route key's paths that a server-declared bucket is remembered for. FNV-1a: no allocation,
 /// a few nanoseconds.
 pub(crate) fn path_segment(path: &str) -> u64 {
-    let segment = path.trim_start_matches('/').split('/').next().unwrap_or("");
-    segment
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-        })
+    // One pass over the bytes: skip the leading slashes, hash up to the next one.
+    let bytes = path.as_bytes();
+    let start = bytes
+        .iter()
+        .position(|&byte| byte != b'/')
+        .unwrap_or(bytes.len());
+    let segment = &bytes[start..];
+    let end = segment
+        .iter()
+        .position(|&byte| byte == b'/')
+        .unwrap_or(segment.len());
+    fnv1a(FNV_OFFSET, &segment[..end])
 }
 
 /// Whether [`ratewise_headers::parse`] could find anything in this response: a 429 (a refusal
@@ -108,10 +123,22 @@ pub(crate) fn path_segment(path: &str) -> u64 {
 /// such responses skip it. A false positive only costs the parse.
 pub(crate) fn may_describe_limits(status: http::StatusCode, headers: &http::HeaderMap) -> bool {
     status == http::StatusCode::TOO_MANY_REQUESTS
-        || headers.keys().any(|name| {
-            let name = name.as_str();
-            name.contains("rate") || name.contains("retry") || name.contains("limit")
-        })
+        || headers
+            .keys()
+            .any(|name| mentions_limits(name.as_str().as_bytes()))
+}
+
+/// Whether `name` contains `rate`, `retry` or `limit`, in one pass over its bytes (three
+/// substring searches cost several times more on every response).
+fn mentions_limits(name: &[u8]) -> bool {
+    name.iter().enumerate().any(|(index, &byte)| {
+        let rest = &name[index..];
+        match byte {
+            b'r' => rest.starts_with(b"rate") || rest.starts_with(b"retry"),
+            b'l' => rest.starts_with(b"limit"),
+            _ => false,
+        }
+    })
 }
 
 /// Whether a response came from a cache (`Age > 0`): its rate-limit fields describe the past.
@@ -286,6 +313,20 @@ mod tests {
     }
 
     proptest! {
+        /// The one-pass scan finds exactly what three substring searches find.
+        #[test]
+        fn name_scan_matches_substring_search(name in "[-ratelimyx]{0,12}") {
+            let reference = name.contains("rate") || name.contains("retry") || name.contains("limit");
+            prop_assert_eq!(mentions_limits(name.as_bytes()), reference);
+        }
+
+        /// The one-pass segment hash hashes what `trim_start_matches` and `split` find.
+        #[test]
+        fn path_segment_hashes_the_first_segment(path in "[/ab]{0,10}") {
+            let segment = path.trim_start_matches('/').split('/').next().unwrap_or("");
+            prop_assert_eq!(path_segment(&path), fnv1a(FNV_OFFSET, segment.as_bytes()));
+        }
+
         /// Skipping the parse when the scan finds nothing changes nothing: the parser would
         /// have found nothing either.
         #[test]

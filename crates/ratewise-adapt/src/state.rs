@@ -11,7 +11,7 @@
 //! estimate, so a late response of an old request cannot undo newer information. This counts
 //! every request in flight exactly once: 16 tasks that see `remaining = 5` send 5.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -121,6 +121,8 @@ pub(crate) struct KeyState {
     key: Key,
     /// The host part of bucket keys made from this route key.
     namespace: Box<str>,
+    /// Whether `Inner::aliases` holds any: until then, resolving takes no lock.
+    has_aliases: AtomicBool,
     inner: Mutex<Inner>,
     notify: Arc<Notify>,
 }
@@ -189,6 +191,7 @@ impl KeyState {
         KeyState {
             key,
             namespace: namespace.into(),
+            has_aliases: AtomicBool::new(false),
             inner: Mutex::new(Inner {
                 aliases: Default::default(),
                 last_alias: 0,
@@ -223,6 +226,9 @@ impl KeyState {
     /// [`path_segment`](crate::observe::path_segment)) count against: the server-declared
     /// bucket once known, else the route's own.
     pub(crate) fn resolve(self: &Arc<Self>, segment: u64) -> Arc<KeyState> {
+        if !self.has_aliases.load(Ordering::Acquire) {
+            return Arc::clone(self);
+        }
         let inner = self.lock();
         match inner
             .aliases
@@ -334,8 +340,10 @@ impl KeyState {
             }
             tracing::debug!(key = %self.key, in_flight = inner.in_flight, "adapt: slow start's probes unanswered for probe_timeout; one more probes");
         }
-        let seconds = shared.seconds(now);
-        if config.header_less && inner.slot_count == 0 {
+        // The learned rate applies once a throttle turned it on (its clock is read only then).
+        let adaptive = config.header_less && inner.slot_count == 0 && inner.adaptive.is_enabled();
+        let seconds = if adaptive { shared.seconds(now) } else { 0.0 };
+        if adaptive {
             let wait = inner.adaptive.wait(seconds);
             if wait > 0.0 {
                 // At least a microsecond, so that a wait never rounds down to a busy loop.
@@ -364,7 +372,7 @@ impl KeyState {
                 slot.available = slot.available.saturating_sub(1);
             }
         }
-        if config.header_less && inner.slot_count == 0 {
+        if adaptive {
             inner.adaptive.take(seconds);
         }
         inner.spread_next = spread_interval.map(|interval| now + interval);
@@ -456,6 +464,7 @@ impl KeyState {
             state: Arc::clone(&state),
         });
         inner.last_alias = index;
+        self.has_aliases.store(true, Ordering::Release);
         let waiters = inner.waiters;
         drop(inner);
         // Waiters of the route re-resolve to the bucket.
@@ -621,8 +630,8 @@ impl KeyState {
             )
             .increment(1);
         }
-        let seconds = shared.seconds(now);
-        if config.header_less {
+        if config.header_less && (seed_rate.is_some() || inner.slot_count == 0) {
+            let seconds = shared.seconds(now);
             if let Some(rate) = seed_rate {
                 inner.adaptive.seed(rate, seconds);
             }

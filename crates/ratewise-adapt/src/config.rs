@@ -151,7 +151,10 @@ impl AdaptConfig {
     /// `probe_timeout`, the next waiter probes; so a key whose limits are unknown sends at most
     /// `slow_start` requests, plus one per `probe_timeout` while nothing answers: never a
     /// burst. Set it above the slowest response you expect (a long LLM completion), or leave
-    /// it and accept one extra probe per `probe_timeout` on such keys.
+    /// it and accept one extra probe per `probe_timeout` on such keys; a value at or above
+    /// `max_wait` lets waiters fail before the claim expires. A request that never completes
+    /// keeps counting as in flight, so after each later reset its key may wait up to
+    /// `probe_timeout` from its last request before it probes the new window.
     pub fn probe_timeout(mut self, after: Duration) -> Self {
         self.probe_timeout = after;
         self

@@ -170,11 +170,17 @@ impl Shared {
         None
     }
 
-    /// Whether the layer keeps a copy of a request to send it again: always for an idempotent
-    /// one, and for any other one when it may be re-sent after an attempt that never left
-    /// (never when `max_attempts` is 1).
-    pub(crate) fn copies(&self, idempotent: bool) -> bool {
-        self.max_attempts > 1 && (idempotent || self.retry_unsent)
+    /// Whether the layer keeps a copy of `request` to send it again: always for an idempotent
+    /// request, and for any other one when it may be re-sent after an attempt that never
+    /// left (never when `max_attempts` is 1).
+    pub(crate) fn copies<B>(&self, request: &Request<B>) -> bool {
+        self.copies_every_request() || (self.max_attempts > 1 && self.is_idempotent(request))
+    }
+
+    /// Whether every request is copied, whatever its method: requests that are not idempotent
+    /// too, since they may be re-sent after an attempt that never left.
+    pub(crate) fn copies_every_request(&self) -> bool {
+        self.max_attempts > 1 && self.retry_unsent
     }
 
     /// A uniform number in `[0, 1)` from the injected generator.
@@ -221,9 +227,6 @@ struct Session {
     deadline: Option<Instant>,
     /// Tokens the session spent on retries (token quota), refunded on success.
     spent_tokens: u32,
-    /// Whether the request may be sent again whatever happened to an attempt. When not, only
-    /// an attempt that provably never left is retried.
-    idempotent: bool,
 }
 
 impl Session {
@@ -233,7 +236,6 @@ impl Session {
             previous_delay: Duration::ZERO,
             deadline: None,
             spent_tokens: 0,
-            idempotent: true,
         }
     }
 }
@@ -453,7 +455,9 @@ where
                     self.shared.budget.on_success(self.session.spent_tokens);
                     return None;
                 };
-                if !self.session.idempotent {
+                // Whether the request is idempotent is asked again here, on the failure path
+                // only, rather than kept in the session (copied with the policy per request).
+                if !self.shared.is_idempotent(request) {
                     // The server answered, so it saw the request: never again.
                     self.give_up("not_idempotent", self.session.attempts);
                     return None;
@@ -475,8 +479,9 @@ where
                 // A request that is not idempotent is sent again only when the attempt never
                 // left: the classifier says so, and so do the built-in rules (a custom
                 // classifier alone cannot make the layer repeat such a request).
-                let never_sent = class == ErrorClass::NotSent && proves_not_sent(&**error);
-                if !self.session.idempotent && !never_sent {
+                let repeatable = self.shared.is_idempotent(request)
+                    || (class == ErrorClass::NotSent && proves_not_sent(&**error));
+                if !repeatable {
                     self.give_up("not_idempotent", self.session.attempts);
                     return None;
                 }
@@ -504,14 +509,12 @@ where
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            let idempotent = self.shared.is_idempotent(request);
             self.session = Session {
                 deadline,
-                idempotent,
                 ..Session::new()
             };
             self.shared.budget.deposit();
-            if !self.shared.copies(idempotent) {
+            if !self.shared.copies(request) {
                 // Not cloned, so never retried: the request is sent exactly once.
                 return None;
             }

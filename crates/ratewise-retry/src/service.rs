@@ -114,7 +114,7 @@ where
         // asks it about them) are watched, so a retryable failure of one is counted as
         // `given_up{reason="not_idempotent"}` and a success refills the budget. Copied ones
         // are accounted by the policy.
-        let watch = (!self.shared.copies(false) && !self.shared.is_idempotent(&request))
+        let watch = (!self.shared.copies_every_request() && !self.shared.is_idempotent(&request))
             .then(|| Arc::clone(&self.shared));
         // tower's Retry calls the readied inner service and keeps a clone of it to re-drive
         // readiness before every retry.

@@ -58,9 +58,28 @@ pub fn request() -> Req {
         .unwrap()
 }
 
+/// A POST without an idempotency key, with the same headers and a small body.
+pub fn post() -> Req {
+    Request::post("https://api.example.com/repos/tokio-rs/tower/issues")
+        .header("user-agent", "ratewise-bench")
+        .header("accept", "application/json")
+        .body(Full::new(Bytes::from_static(b"{\"title\":\"bench\"}")))
+        .unwrap()
+}
+
 /// ratewise's retry layer with its defaults.
 pub fn ratewise() -> ratewise_retry::Retry<Upstream> {
     ratewise_retry::RetryLayer::new().layer(Upstream)
+}
+
+/// ratewise's retry layer sending requests that are not idempotent once, uncopied
+/// (`retry_unsent(false)`).
+pub fn ratewise_sent_once() -> ratewise_retry::Retry<Upstream> {
+    ratewise_retry::RetryLayer::builder()
+        .retry_unsent(false)
+        .build()
+        .unwrap()
+        .layer(Upstream)
 }
 
 /// tower's `Retry` with [`CopyOnly`]: the floor of any policy built on tower::retry.

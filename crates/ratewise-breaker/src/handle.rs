@@ -54,16 +54,16 @@ impl CircuitBreakerHandle {
         registry
             .states
             .for_each(|key, state| held.push((key.clone(), Arc::clone(state))));
-        let mut forced: Vec<(Key, CircuitState)> = lock(&registry.forced)
-            .iter()
-            .map(|(key, to)| (key.clone(), *to))
-            .collect();
+        let mut forced = lock(&registry.forced).clone();
         let now = Instant::now();
         let mut states: Vec<_> = held
             .into_iter()
-            .map(|(key, state)| (key, state.state_at(now)))
+            .map(|(key, state)| {
+                forced.remove(&key);
+                (key, state.state_at(now))
+            })
             .collect();
-        forced.retain(|(key, _)| !states.iter().any(|(held, _)| held == key));
+        // Forced keys whose circuit was evicted: still forced.
         states.extend(forced);
         states
     }

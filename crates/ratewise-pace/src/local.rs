@@ -320,8 +320,14 @@ impl LocalLimiter {
         self.len() == 0
     }
 
+    #[inline]
     fn nanos(&self, instant: Instant) -> u64 {
-        u64::try_from(instant.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+        // In u64 (no u128 multiply): saturates after 584 years.
+        let since = instant.saturating_duration_since(self.epoch);
+        since
+            .as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(since.subsec_nanos()))
     }
 }
 

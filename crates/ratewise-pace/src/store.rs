@@ -35,7 +35,19 @@ struct Entry {
 #[cfg(not(loom))]
 const _: () = assert!(std::mem::size_of::<Entry>() == 64);
 
-type Shard = RwLock<HashTable<Entry>>;
+/// A shard's lock and table header on cache lines of their own: threads on keys of
+/// neighbouring shards do not bounce each other's lock word (two lines, for the adjacent-line
+/// prefetcher).
+#[repr(align(128))]
+struct Shard(RwLock<HashTable<Entry>>);
+
+impl std::ops::Deref for Shard {
+    type Target = RwLock<HashTable<Entry>>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
 
 pub(crate) struct BucketMap {
     shards: Box<[Shard]>,
@@ -51,7 +63,9 @@ fn prehash(entry: &Entry) -> u64 {
 impl BucketMap {
     pub(crate) fn new(max_keys: usize) -> Self {
         BucketMap {
-            shards: (0..SHARDS).map(|_| RwLock::new(HashTable::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Shard(RwLock::new(HashTable::new())))
+                .collect(),
             len: AtomicUsize::new(0),
             max_keys: max_keys.max(1),
             last_sweep: AtomicU64::new(0),

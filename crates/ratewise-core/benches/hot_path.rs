@@ -13,6 +13,12 @@
 //! bench instead runs each case a fixed number of times and prints the **CPU time** its threads
 //! used per operation (from `/proc/thread-self/stat`, Linux only): time spent descheduled is not
 //! counted, cache-line transfers between the two threads are.
+//!
+//! With `HOT_PATH_CALLGRIND=1` it runs each case [`CALLS`] times through a function that is
+//! never inlined (`cg_by_host`, `cg_by_host_and_route`, `cg_by_route`, `cg_keyed_hit_*`,
+//! `cg_keyed_get`), for counting instructions: under
+//! `valgrind --tool=callgrind <bench binary>`, a function's inclusive Ir / [`CALLS`] is the
+//! instructions per call (`callgrind_annotate --inclusive=yes`).
 #![allow(missing_docs)]
 
 use std::hint::black_box;
@@ -20,11 +26,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group};
-use ratewise_core::{ByHost, ByHostAndRoute, Key, KeyFn, KeyedState, KeyedStateConfig, RouteTable};
+use http::request::Parts;
+use ratewise_core::{
+    ByHost, ByHostAndRoute, ByRoute, Key, KeyFn, KeyedState, KeyedStateConfig, RouteTable,
+};
 
 const KEYS: usize = 1_000;
 
-fn parts(uri: &str) -> http::request::Parts {
+fn parts(uri: &str) -> Parts {
     http::Request::get(uri).body(()).unwrap().into_parts().0
 }
 
@@ -213,11 +222,140 @@ fn cpu_mode() {
     }
 }
 
+/// Calls per case in the callgrind mode.
+const CALLS: u64 = 100_000;
+
+#[inline(never)]
+fn cg_by_host(key_fn: &ByHost, request: &Parts) {
+    for _ in 0..CALLS {
+        drop(black_box(key_fn.key(black_box(request))));
+    }
+}
+
+#[inline(never)]
+fn cg_by_host_and_route(key_fn: &ByHostAndRoute, request: &Parts) {
+    for _ in 0..CALLS {
+        drop(black_box(key_fn.key(black_box(request))));
+    }
+}
+
+/// Unlike `cg_by_host_and_route` (so the linker cannot fold the two): the key function is
+/// hidden from the optimizer on every call.
+#[inline(never)]
+fn cg_by_host_and_route_no_routes(key_fn: &ByHostAndRoute, request: &Parts) {
+    for _ in 0..CALLS {
+        drop(black_box(black_box(key_fn).key(black_box(request))));
+    }
+}
+
+#[inline(never)]
+fn cg_by_route(key_fn: &ByRoute, requests: &[Parts]) {
+    for i in 0..CALLS {
+        let request = &requests[i as usize % requests.len()];
+        drop(black_box(key_fn.key(black_box(request))));
+    }
+}
+
+#[inline(never)]
+fn cg_keyed_hit_one_key(state: &KeyedState<AtomicU64>, key: &Key) {
+    for _ in 0..CALLS {
+        black_box(state.with_or_insert(
+            black_box(key),
+            || unreachable!(),
+            |v| v.load(Ordering::Relaxed),
+        ));
+    }
+}
+
+#[inline(never)]
+fn cg_keyed_hit_1000_keys(state: &KeyedState<AtomicU64>, keys: &[Key]) {
+    for i in 0..CALLS {
+        black_box(state.with_or_insert(
+            black_box(&keys[i as usize % keys.len()]),
+            || unreachable!(),
+            |v| v.load(Ordering::Relaxed),
+        ));
+    }
+}
+
+#[inline(never)]
+fn cg_keyed_get(state: &KeyedState<AtomicU64>, key: &Key) {
+    for _ in 0..CALLS {
+        drop(black_box(state.get(black_box(key))));
+    }
+}
+
+/// GitHub-like routes: a few templates and prefixes, as a real table has.
+fn github_routes() -> RouteTable {
+    RouteTable::builder()
+        .route("/repos/{owner}/{repo}", "repos")
+        .unwrap()
+        .route("/repos/{owner}/{repo}/issues", "issues")
+        .unwrap()
+        .route("/repos/{owner}/{repo}/pulls", "pulls")
+        .unwrap()
+        .prefix("/search", "search")
+        .unwrap()
+        .route("/graphql", "graphql")
+        .unwrap()
+        .prefix("/users", "users")
+        .unwrap()
+        .prefix("/orgs/{org}", "orgs")
+        .unwrap()
+        .default_bucket("core")
+        .build()
+}
+
+fn callgrind_mode() {
+    let request = parts("https://api.github.com/repos/rust-lang/rust");
+    let by_host = ByHost::new();
+    by_host.key(&request);
+    cg_by_host(&by_host, &request);
+
+    let by_host_and_route = ByHostAndRoute::new(github_routes());
+    by_host_and_route.key(&request);
+    cg_by_host_and_route(&by_host_and_route, &request);
+    // The adapt layer's default: no routes.
+    let no_routes = ByHostAndRoute::new(RouteTable::default());
+    no_routes.key(&request);
+    cg_by_host_and_route_no_routes(&no_routes, &request);
+
+    let by_route = ByRoute(github_routes());
+    let requests: Vec<Parts> = [
+        "https://api.github.com/repos/rust-lang/rust",
+        "https://api.github.com/repos/rust-lang/rust/issues?state=open",
+        "https://api.github.com/search/code?q=tower",
+        "https://api.github.com/graphql",
+        "https://api.github.com/user",
+        "https://api.github.com/orgs/tokio-rs/repos",
+        "https://api.github.com/repos/rust-lang/rust/commits/main",
+        "https://api.github.com/",
+    ]
+    .into_iter()
+    .map(parts)
+    .collect();
+    cg_by_route(&by_route, &requests);
+
+    let state: KeyedState<AtomicU64> =
+        KeyedState::new(KeyedStateConfig::new().max_keys(2 * KEYS)).unwrap();
+    let keys: Vec<Key> = (0..KEYS).map(|i| Key::new(format!("key-{i}"))).collect();
+    for key in &keys {
+        state.with_or_insert(key, || AtomicU64::new(0), |_| ());
+    }
+    cg_keyed_hit_one_key(&state, &keys[0]);
+    cg_keyed_hit_1000_keys(&state, &keys);
+    cg_keyed_get(&state, &keys[0]);
+}
+
 criterion_group!(benches, key_functions, keyed_hit);
 
 fn main() {
     if std::env::var_os("HOT_PATH_CPU").is_some() {
         cpu_mode();
+        return;
+    }
+    if std::env::var_os("HOT_PATH_CALLGRIND").is_some() {
+        callgrind_mode();
         return;
     }
     benches();

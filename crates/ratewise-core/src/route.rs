@@ -1,5 +1,6 @@
 //! [`RouteTable`]: path templates and prefixes mapped to named buckets.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -20,8 +21,11 @@ use crate::key::Key;
 ///
 /// When several routes match, the **most specific** wins: the one with more literal (non-`{}`)
 /// segments; on a tie a template beats a prefix; on a further tie the route added first wins.
-/// Routes are sorted once when the table is built, so matching is a scan that stops at the
-/// first match and allocates nothing.
+/// Routes are sorted once when the table is built and indexed by their first segment:
+/// matching splits the path once, on the stack, and tries in order only the routes that
+/// can agree with its first segment (those starting with that literal or with a `{param}`),
+/// stopping at the first match. It allocates nothing. (A table with a route of more than 15
+/// segments is not indexed: every route is tried in order.)
 ///
 /// ```
 /// use ratewise_core::RouteTable;
@@ -50,6 +54,32 @@ struct Inner {
     /// Sorted most specific first.
     routes: Vec<Route>,
     default: Key,
+    /// The routes that can match a path, by its first segment; `None` when some route is
+    /// longer than [`MAX_INDEXED_SEGMENTS`] (matching then scans every route).
+    index: Option<Index>,
+}
+
+/// Most segments a route may have for the table to be indexed: matching splits the first
+/// segments of a path into an array of this size plus one, on the stack.
+const MAX_INDEXED_SEGMENTS: usize = 15;
+
+/// First-segment tables of a [`RouteTable`] with more distinct first segments than this are
+/// searched through a hash map rather than compared one by one.
+const MAX_LINEAR_FIRST: usize = 8;
+
+/// The candidates for a path, by its first segment: each list holds, in the table's order
+/// (most specific first), the routes whose first segment is that literal and the routes whose
+/// first segment is a `{param}` or that have no segment. Every candidate therefore agrees with
+/// the path on its first segment, and matching starts at the second.
+struct Index {
+    /// The longest route, in segments: a path is split into at most one more.
+    max_len: usize,
+    /// Per distinct literal first segment: its candidates.
+    by_first: Vec<(Box<[u8]>, Box<[u32]>)>,
+    /// Position in `by_first` of each literal, when there are too many to compare in turn.
+    lookup: Option<HashMap<Box<[u8]>, usize, foldhash::fast::RandomState>>,
+    /// The candidates of a path whose first segment is no route's literal (or that has none).
+    others: Box<[u32]>,
 }
 
 struct Route {
@@ -68,7 +98,7 @@ enum Kind {
 }
 
 enum Segment {
-    Literal(String),
+    Literal(Box<[u8]>),
     Param,
 }
 
@@ -89,10 +119,36 @@ impl RouteTable {
     /// The bucket of the most specific route that matches `path`, or `None` when only the
     /// default applies.
     pub fn matching(&self, path: &str) -> Option<&Key> {
-        self.inner
-            .routes
+        let inner = &*self.inner;
+        if inner.routes.is_empty() {
+            return None;
+        }
+        let Some(index) = &inner.index else {
+            return inner.scan(path);
+        };
+        // The path's first segments, up to one more than the longest route has: enough to
+        // tell a template's length apart.
+        let mut segments: [&[u8]; MAX_INDEXED_SEGMENTS + 1] = [&[]; MAX_INDEXED_SEGMENTS + 1];
+        let limit = index.max_len + 1;
+        let mut count = 0;
+        for segment in path.as_bytes().split(|&b| b == b'/') {
+            if !segment.is_empty() {
+                segments[count] = segment;
+                count += 1;
+                if count == limit {
+                    break;
+                }
+            }
+        }
+        let candidates = match count {
+            0 => &index.others,
+            _ => index.candidates(segments[0]),
+        };
+        let segments = &segments[..count];
+        candidates
             .iter()
-            .find(|route| route.matches(path))
+            .map(|&at| &inner.routes[at as usize])
+            .find(|route| route.matches_split(segments))
             .map(|route| &route.bucket)
     }
 
@@ -138,7 +194,73 @@ impl fmt::Debug for RouteTable {
     }
 }
 
+impl Inner {
+    /// Matching without the index: the first route, in the table's order, that matches.
+    fn scan(&self, path: &str) -> Option<&Key> {
+        self.routes
+            .iter()
+            .find(|route| route.matches(path))
+            .map(|route| &route.bucket)
+    }
+}
+
+impl Index {
+    fn new(routes: &[Route]) -> Option<Index> {
+        let max_len = routes.iter().map(|r| r.segments.len()).max().unwrap_or(0);
+        if max_len > MAX_INDEXED_SEGMENTS {
+            return None;
+        }
+        let first_literal = |route: &Route| match route.segments.first() {
+            Some(Segment::Literal(literal)) => Some(literal.clone()),
+            _ => None,
+        };
+        let others: Box<[u32]> = (0..routes.len())
+            .filter(|&at| first_literal(&routes[at]).is_none())
+            .map(|at| at as u32)
+            .collect();
+        let mut by_first: Vec<(Box<[u8]>, Box<[u32]>)> = Vec::new();
+        for route in routes {
+            if let Some(literal) = first_literal(route)
+                && !by_first.iter().any(|(known, _)| *known == literal)
+            {
+                let candidates = (0..routes.len())
+                    .filter(|&at| first_literal(&routes[at]).is_none_or(|l| l == literal))
+                    .map(|at| at as u32)
+                    .collect();
+                by_first.push((literal, candidates));
+            }
+        }
+        let lookup = (by_first.len() > MAX_LINEAR_FIRST).then(|| {
+            by_first
+                .iter()
+                .enumerate()
+                .map(|(at, (literal, _))| (literal.clone(), at))
+                .collect()
+        });
+        Some(Index {
+            max_len,
+            by_first,
+            lookup,
+            others,
+        })
+    }
+
+    /// The candidates of a path whose first segment is `first`.
+    fn candidates(&self, first: &[u8]) -> &[u32] {
+        let found = match &self.lookup {
+            Some(lookup) => lookup.get(first).copied(),
+            None => self
+                .by_first
+                .iter()
+                .position(|(literal, _)| **literal == *first),
+        };
+        found.map_or(&self.others, |at| &self.by_first[at].1)
+    }
+}
+
 impl Route {
+    /// Whether the route matches `path`, splitting it anew: the reference the index must agree
+    /// with, and the matcher of tables with routes too long to index.
     fn matches(&self, path: &str) -> bool {
         let mut segments = path.split('/').filter(|s| !s.is_empty());
         for expected in &self.segments {
@@ -146,7 +268,7 @@ impl Route {
                 (None, _) => return false,
                 (Some(_), Segment::Param) => {}
                 (Some(actual), Segment::Literal(literal)) => {
-                    if actual != literal {
+                    if actual.as_bytes() != &**literal {
                         return false;
                     }
                 }
@@ -156,6 +278,28 @@ impl Route {
             Kind::Prefix => true,
             Kind::Template => segments.next().is_none(),
         }
+    }
+
+    /// Whether the route matches a path split into `segments` (its non-empty segments, cut one
+    /// past the longest route), for a route that the index offered as a candidate: the first
+    /// segment is known to agree.
+    #[inline]
+    fn matches_split(&self, segments: &[&[u8]]) -> bool {
+        let len = self.segments.len();
+        let length_ok = match self.kind {
+            Kind::Template => segments.len() == len,
+            Kind::Prefix => segments.len() >= len,
+        };
+        length_ok
+            && self
+                .segments
+                .iter()
+                .zip(segments)
+                .skip(1)
+                .all(|(expected, actual)| match expected {
+                    Segment::Param => true,
+                    Segment::Literal(literal) => **literal == **actual,
+                })
     }
 }
 
@@ -215,10 +359,12 @@ impl RouteTableBuilder {
                 })
                 .then_with(|| a.order.cmp(&b.order))
         });
+        let index = Index::new(&self.routes);
         RouteTable {
             inner: Arc::new(Inner {
                 routes: self.routes,
                 default: self.default,
+                index,
             }),
         }
     }
@@ -231,7 +377,7 @@ impl RouteTableBuilder {
         for segment in pattern.split('/').filter(|s| !s.is_empty()) {
             let has_brace = segment.contains('{') || segment.contains('}');
             if !has_brace {
-                segments.push(Segment::Literal(segment.to_owned()));
+                segments.push(Segment::Literal(segment.as_bytes().into()));
                 continue;
             }
             let name = segment
@@ -420,6 +566,36 @@ mod tests {
             .prop_map(|segments| format!("/{}", segments.join("/")))
     }
 
+    /// Patterns over a wider alphabet (more first segments than are compared in turn, non-ASCII
+    /// literals), sometimes longer than the index takes.
+    fn wide_pattern() -> impl Strategy<Value = String> {
+        let segment = prop_oneof![
+            "[a-l]",
+            Just("{p}".to_owned()),
+            Just("é".to_owned()),
+            Just("ab".to_owned()),
+        ];
+        prop_oneof![
+            4 => prop::collection::vec(segment.clone(), 0..5),
+            1 => prop::collection::vec(segment, 14..19),
+        ]
+        .prop_map(|segments| format!("/{}", segments.join("/")))
+    }
+
+    fn wide_path() -> impl Strategy<Value = String> {
+        let segment = prop_oneof![
+            "[a-m]",
+            Just(String::new()),
+            Just("é".to_owned()),
+            Just("ab".to_owned())
+        ];
+        prop_oneof![
+            4 => prop::collection::vec(segment.clone(), 0..7),
+            1 => prop::collection::vec(segment, 13..20),
+        ]
+        .prop_map(|segments| format!("/{}", segments.join("/")))
+    }
+
     proptest! {
         /// Matching never panics, and a path always lands in some bucket of the table.
         #[test]
@@ -456,6 +632,42 @@ mod tests {
                 prop_assert_eq!(
                     table.bucket(path).as_str(),
                     model_bucket(&routes, "fallback", path),
+                    "path {:?} with {:?}", path, table
+                );
+            }
+        }
+
+        /// The index picks what trying every route in order picks (the matcher it replaced),
+        /// whatever the routes, including tables with more distinct first segments than are
+        /// compared in turn and tables too long to index, and whatever the path.
+        #[test]
+        fn the_index_agrees_with_trying_every_route(
+            routes in prop::collection::vec((wide_pattern(), any::<bool>()), 0..24),
+            paths in prop::collection::vec(
+                prop_oneof![wide_path(), "\\PC{0,24}", "[/a-c]{0,24}"],
+                1..24,
+            ),
+        ) {
+            let mut builder = RouteTable::builder();
+            for (i, (pattern, template)) in routes.iter().enumerate() {
+                builder = if *template {
+                    builder.route(pattern, format!("r{i}"))
+                } else {
+                    builder.prefix(pattern, format!("r{i}"))
+                }
+                .unwrap();
+            }
+            let table = builder.build();
+            let longest = routes
+                .iter()
+                .map(|(p, _)| p.split('/').filter(|s| !s.is_empty()).count())
+                .max()
+                .unwrap_or(0);
+            prop_assert_eq!(table.inner.index.is_some(), longest <= MAX_INDEXED_SEGMENTS);
+            for path in &paths {
+                prop_assert_eq!(
+                    table.matching(path),
+                    table.inner.scan(path),
                     "path {:?} with {:?}", path, table
                 );
             }

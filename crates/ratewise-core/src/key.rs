@@ -323,34 +323,101 @@ impl<V: Clone> Interned<V> {
 
 /// Calls `f` with the request's host, lowercased (allocating only when it is not already),
 /// without userinfo and without the scheme's default port.
+#[inline]
 fn with_host<R>(parts: &Parts, f: impl FnOnce(&str) -> R) -> R {
-    let host = parts
-        .uri
-        .authority()
-        .map(|authority| authority.as_str())
-        .or_else(|| {
-            parts
-                .headers
-                .get(http::header::HOST)
-                .and_then(|value| value.to_str().ok())
-        })
-        .unwrap_or("");
-    // Strip any userinfo: it must never become part of a key (nor a metric label).
-    let host = host.rsplit_once('@').map_or(host, |(_, host)| host);
+    let authority = match parts.uri.authority() {
+        Some(authority) => authority.as_str(),
+        None => parts
+            .headers
+            .get(http::header::HOST)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or(""),
+    };
+    // Where the host starts (after any userinfo, which must never become part of a key nor a
+    // metric label) and whether it has capitals: one pass, eight bytes at a time.
+    let (start, upper) = scan_authority(authority.as_bytes());
+    let host = authority.get(start..).unwrap_or(authority);
     // `api.github.com:443` over https is `api.github.com`: one server, one key.
-    let default_port = match parts.uri.scheme_str() {
-        Some(scheme) if scheme.eq_ignore_ascii_case("https") => Some(":443"),
-        Some(scheme) if scheme.eq_ignore_ascii_case("http") => Some(":80"),
+    let default_port: Option<&[u8]> = match parts.uri.scheme_str() {
+        Some(scheme) if scheme.eq_ignore_ascii_case("https") => Some(b":443"),
+        Some(scheme) if scheme.eq_ignore_ascii_case("http") => Some(b":80"),
         _ => None,
     };
-    let host = default_port
-        .and_then(|port| host.strip_suffix(port))
-        .unwrap_or(host);
-    if host.bytes().any(|b| b.is_ascii_uppercase()) {
-        f(&host.to_ascii_lowercase())
+    let host = match default_port {
+        Some(port) if host.as_bytes().ends_with(port) => {
+            host.get(..host.len() - port.len()).unwrap_or(host)
+        }
+        _ => host,
+    };
+    if upper {
+        lowercase_then(host, f)
     } else {
         f(host)
     }
+}
+
+/// Where the host of `authority` starts (past the last `@`) and whether it has ASCII capitals.
+#[inline]
+fn scan_authority(authority: &[u8]) -> (usize, bool) {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    /// Flags, in the high bit of each byte, the bytes of `chunk` that are `@` (with false
+    /// flags only above a true one: good enough to tell whether there is any) or capitals,
+    /// and every byte that is not ASCII.
+    #[inline]
+    fn flags(chunk: &[u8]) -> u64 {
+        let mut bytes = [0; 8];
+        bytes.copy_from_slice(chunk);
+        let word = u64::from_ne_bytes(bytes);
+        let ascii = word & !HIGH;
+        let at = ascii ^ (ONES * u64::from(b'@'));
+        let has_at = at.wrapping_sub(ONES) & !at;
+        // For a byte b < 0x80: b + 0x3f has its high bit set when b >= 'A', b + 0x25 when
+        // b > 'Z'; neither carries into the next byte.
+        let upper = (ascii + ONES * 0x3f) & !(ascii + ONES * 0x25);
+        (has_at | upper | word) & HIGH
+    }
+    let len = authority.len();
+    if len >= 8 {
+        let mut any = 0;
+        let mut chunks = authority.chunks_exact(8);
+        for chunk in &mut chunks {
+            any |= flags(chunk);
+        }
+        if !chunks.remainder().is_empty() {
+            // The last eight bytes, overlapping the last whole chunk: the flags only tell
+            // whether some byte needs a closer look.
+            any |= flags(&authority[len - 8..]);
+        }
+        if any == 0 {
+            return (0, false);
+        }
+    }
+    // Short, or with userinfo, capitals or bytes that are not ASCII: byte by byte.
+    let mut start = 0;
+    let mut upper = false;
+    for (at, &byte) in authority.iter().enumerate() {
+        if byte == b'@' {
+            start = at + 1;
+            upper = false;
+        }
+        upper |= byte.is_ascii_uppercase();
+    }
+    (start, upper)
+}
+
+/// Calls `f` with `host` lowercased, in a buffer on the stack when it fits.
+#[cold]
+fn lowercase_then<R>(host: &str, f: impl FnOnce(&str) -> R) -> R {
+    let mut buffer = [0; 256];
+    if let Some(lower) = buffer.get_mut(..host.len()) {
+        lower.copy_from_slice(host.as_bytes());
+        lower.make_ascii_lowercase();
+        if let Ok(lower) = std::str::from_utf8(lower) {
+            return f(lower);
+        }
+    }
+    f(&host.to_ascii_lowercase())
 }
 
 /// The key is the bucket that a [`RouteTable`] assigns to the request's path.
@@ -460,6 +527,112 @@ mod tests {
             if a == b {
                 proptest::prop_assert_eq!(x.prehash(), y.prehash());
             }
+        }
+    }
+
+    /// The host extraction that `with_host` replaced (rsplit on `@`, strip the default port,
+    /// lowercase), kept as the reference the one-pass scan must agree with.
+    fn reference_host(parts: &Parts) -> String {
+        let host = parts
+            .uri
+            .authority()
+            .map(|authority| authority.as_str())
+            .or_else(|| {
+                parts
+                    .headers
+                    .get(http::header::HOST)
+                    .and_then(|value| value.to_str().ok())
+            })
+            .unwrap_or("");
+        let host = host.rsplit_once('@').map_or(host, |(_, host)| host);
+        let default_port = match parts.uri.scheme_str() {
+            Some(scheme) if scheme.eq_ignore_ascii_case("https") => Some(":443"),
+            Some(scheme) if scheme.eq_ignore_ascii_case("http") => Some(":80"),
+            _ => None,
+        };
+        let host = default_port
+            .and_then(|port| host.strip_suffix(port))
+            .unwrap_or(host);
+        host.to_ascii_lowercase()
+    }
+
+    /// `scan_authority` byte by byte, as it was written before it read eight bytes at a time.
+    fn reference_scan(authority: &[u8]) -> (usize, bool) {
+        let start = authority
+            .iter()
+            .rposition(|&b| b == b'@')
+            .map_or(0, |at| at + 1);
+        let upper = authority[start..].iter().any(u8::is_ascii_uppercase);
+        (start, upper)
+    }
+
+    #[test]
+    fn scan_authority_sees_every_byte_value_at_every_position() {
+        for len in 0..=17 {
+            for at in 0..len {
+                for byte in 0..=u8::MAX {
+                    let mut authority = vec![b'a'; len];
+                    authority[at] = byte;
+                    assert_eq!(
+                        scan_authority(&authority),
+                        reference_scan(&authority),
+                        "{byte:#x} at {at} of {len}"
+                    );
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// The one-pass scan finds the host the reference finds, for any absolute URI the
+        /// `http` crate accepts (userinfo, capitals, IPv6 literals, default and other ports).
+        #[test]
+        fn with_host_agrees_with_the_reference_on_uris(
+            scheme in "(http|https|HTTP|HtTpS|ftp|ws)",
+            userinfo in "([a-zA-Z0-9:%@._-]{0,8}@)?",
+            host in "([a-zA-Z0-9.-]{0,20}|\\[[0-9a-fA-F:]{2,12}\\])",
+            port in "(:[0-9]{0,5}|:80|:443|:4430|:8443)?",
+            path in "(/[a-zA-Z0-9]{0,6}){0,2}",
+        ) {
+            let uri = format!("{scheme}://{userinfo}{host}{port}{path}");
+            let Ok(request) = http::Request::get(uri.as_str()).body(()) else {
+                return Ok(());
+            };
+            let parts = request.into_parts().0;
+            let found = with_host(&parts, str::to_owned);
+            proptest::prop_assert_eq!(&found, &reference_host(&parts), "uri {}", uri);
+            let by_host = ByHost::new();
+            let key = by_host.key(&parts);
+            proptest::prop_assert_eq!(key.as_str(), found.as_str());
+        }
+
+        /// The word-at-a-time scan agrees with the byte loop on any bytes.
+        #[test]
+        fn scan_authority_agrees_with_the_byte_loop(
+            authority in proptest::collection::vec(
+                proptest::prop_oneof![
+                    4 => 0u8..128,
+                    1 => 0u8..=255,
+                    1 => proptest::strategy::Just(b'@'),
+                ],
+                0..40,
+            ),
+        ) {
+            proptest::prop_assert_eq!(scan_authority(&authority), reference_scan(&authority));
+        }
+
+        /// The same for a relative URI's `Host` header, whatever visible ASCII it holds (no
+        /// scheme: no port is dropped), including hosts too long for the stack buffer.
+        #[test]
+        fn with_host_agrees_with_the_reference_on_host_headers(
+            value in "([ -~]{0,40}|[a-zA-Z@:]{250,300})",
+        ) {
+            let mut parts = parts("/relative");
+            let Ok(value) = http::HeaderValue::from_str(&value) else {
+                return Ok(());
+            };
+            parts.headers.insert(http::header::HOST, value);
+            proptest::prop_assert_eq!(with_host(&parts, str::to_owned), reference_host(&parts));
         }
     }
 

@@ -77,6 +77,38 @@ fn bench(c: &mut Criterion) {
         ("retry-after", "30"),
         ("date", "Fri, 12 Oct 2012 23:33:14 GMT"),
     ]);
+    // A response without any rate-limit header: the parse that finds nothing.
+    let plain = headers(&[
+        ("date", "Fri, 12 Oct 2012 23:33:14 GMT"),
+        ("content-type", "application/json; charset=utf-8"),
+        ("cache-control", "private, max-age=60, s-maxage=60"),
+        ("vary", "Accept, Authorization, Cookie"),
+        ("etag", "W/\"a1b2c3d4e5f60718293a4b5c6d7e8f90\""),
+        ("server", "nginx"),
+        ("x-request-id", "CAFE:1234:5678AB:9ABCDE:650F0F0F"),
+    ]);
+
+    // OpenAI: two named policies with Go-duration resets.
+    let openai = headers(&[
+        ("date", "Thu, 26 Nov 2026 17:00:00 GMT"),
+        ("content-type", "application/json"),
+        ("openai-processing-ms", "321"),
+        ("x-ratelimit-limit-requests", "5000"),
+        ("x-ratelimit-remaining-requests", "4999"),
+        ("x-ratelimit-reset-requests", "12ms"),
+        ("x-ratelimit-limit-tokens", "160000"),
+        ("x-ratelimit-remaining-tokens", "159000"),
+        ("x-ratelimit-reset-tokens", "6m0s"),
+        ("x-request-id", "req_0123456789abcdef"),
+    ]);
+    // IETF drafts <= 06 (Twitch, express-rate-limit `draft-6`).
+    let legacy = headers(&[
+        ("date", "Thu, 26 Nov 2026 17:00:00 GMT"),
+        ("content-type", "application/json"),
+        ("ratelimit-limit", "100"),
+        ("ratelimit-remaining", "42"),
+        ("ratelimit-reset", "30"),
+    ]);
 
     let mut group = c.benchmark_group("parse");
     group.bench_function("ratewise/github", |b| {
@@ -92,6 +124,15 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             ratewise_headers::parse(StatusCode::TOO_MANY_REQUESTS, black_box(&retry_after), now)
         })
+    });
+    group.bench_function("ratewise/openai", |b| {
+        b.iter(|| ratewise_headers::parse(StatusCode::OK, black_box(&openai), now))
+    });
+    group.bench_function("ratewise/legacy", |b| {
+        b.iter(|| ratewise_headers::parse(StatusCode::OK, black_box(&legacy), now))
+    });
+    group.bench_function("ratewise/none", |b| {
+        b.iter(|| ratewise_headers::parse(StatusCode::OK, black_box(&plain), now))
     });
     group.bench_function("rate-limits/retry-after", |b| {
         b.iter(|| rate_limits::RateLimit::new(black_box(&retry_after)))

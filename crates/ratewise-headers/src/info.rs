@@ -1,6 +1,7 @@
 //! The normalized result of a parse: [`RateLimitInfo`], its [`Policy`] list and the notes on
 //! what was ignored.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
@@ -83,7 +84,9 @@ pub enum Scope {
 /// `Observed`, Reddit `Used`) are converted to remaining.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
-    pub(crate) name: Option<String>,
+    /// Borrowed for the names servers send on every response (`core`, `requests`, ...), so
+    /// the common dialects allocate nothing (see `parser::name`).
+    pub(crate) name: Option<Cow<'static, str>>,
     pub(crate) limit: Option<u64>,
     pub(crate) remaining: Option<u64>,
     pub(crate) reset_after: Option<Duration>,
@@ -94,7 +97,7 @@ pub struct Policy {
 }
 
 impl Policy {
-    pub(crate) fn new(dialect: Dialect) -> Self {
+    pub(crate) const fn new(dialect: Dialect) -> Self {
         Self {
             name: None,
             limit: None,
@@ -242,8 +245,8 @@ impl fmt::Display for Ignored {
 pub struct RateLimitInfo {
     pub(crate) status: StatusCode,
     pub(crate) retry_after: Option<Duration>,
-    pub(crate) policies: Vec<Policy>,
-    pub(crate) bucket: Option<String>,
+    pub(crate) policies: Policies,
+    pub(crate) bucket: Option<Cow<'static, str>>,
     pub(crate) global: bool,
     pub(crate) scope: Option<Scope>,
     pub(crate) age: Option<Duration>,
@@ -259,7 +262,7 @@ impl RateLimitInfo {
         Self {
             status,
             retry_after: None,
-            policies: Vec::new(),
+            policies: Policies::new(),
             bucket: None,
             global: false,
             scope: None,
@@ -292,9 +295,7 @@ impl RateLimitInfo {
         if self.retry_after.is_some() {
             return self.retry_after;
         }
-        self.policies
-            .iter()
-            .filter(|policy| policy.is_exhausted())
+        self.exhausted_policies()
             .filter_map(Policy::reset_after)
             .max()
     }
@@ -310,12 +311,14 @@ impl RateLimitInfo {
     /// Every policy found, in every dialect present, in header order per dialect. Empty on a
     /// cached response (`Age > 0`).
     pub fn policies(&self) -> &[Policy] {
-        &self.policies
+        self.policies.as_slice()
     }
 
     /// The policies with nothing left.
     pub fn exhausted_policies(&self) -> impl Iterator<Item = &Policy> {
-        self.policies.iter().filter(|policy| policy.is_exhausted())
+        self.policies()
+            .iter()
+            .filter(|policy| policy.is_exhausted())
     }
 
     /// The bucket the server declared: Discord `X-RateLimit-Bucket`, GitHub
@@ -386,6 +389,75 @@ impl RateLimitInfo {
 
     /// True when the response carried no rate-limit information at all.
     pub fn is_empty(&self) -> bool {
-        self.retry_after.is_none() && self.policies.is_empty() && self.bucket.is_none()
+        self.retry_after.is_none() && self.policies().is_empty() && self.bucket.is_none()
     }
 }
+
+/// How many policies a [`RateLimitInfo`] holds without allocating: GitHub, the legacy drafts
+/// and Discord send one, OpenAI and a typical draft-08 response two.
+const INLINE_POLICIES: usize = 2;
+
+/// The policy list: inline up to [`INLINE_POLICIES`], then all on the heap. Compares, clones
+/// and prints as the slice it holds, so `RateLimitInfo`'s derived impls are those of a `Vec`.
+#[derive(Clone)]
+pub(crate) struct Policies {
+    /// While `heap` is empty, `inline[..len]` are the policies (the rest are placeholders).
+    len: usize,
+    inline: [Policy; INLINE_POLICIES],
+    /// Every policy, once there are more than [`INLINE_POLICIES`].
+    heap: Vec<Policy>,
+}
+
+impl Policies {
+    const EMPTY: Policy = Policy::new(Dialect::Ietf);
+
+    pub(crate) const fn new() -> Self {
+        Self {
+            len: 0,
+            inline: [Self::EMPTY; INLINE_POLICIES],
+            heap: Vec::new(),
+        }
+    }
+
+    pub(crate) fn as_slice(&self) -> &[Policy] {
+        if self.heap.is_empty() {
+            &self.inline[..self.len]
+        } else {
+            &self.heap
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    pub(crate) fn push(&mut self, policy: Policy) {
+        if !self.heap.is_empty() {
+            self.heap.push(policy);
+        } else if let Some(slot) = self.inline.get_mut(self.len) {
+            *slot = policy;
+            self.len += 1;
+        } else {
+            let mut heap = Vec::with_capacity(2 * INLINE_POLICIES);
+            let inline = self.inline.iter_mut();
+            heap.extend(inline.map(|item| std::mem::replace(item, Self::EMPTY)));
+            heap.push(policy);
+            self.heap = heap;
+            self.len = 0;
+        }
+    }
+}
+
+impl fmt::Debug for Policies {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.as_slice()).finish()
+    }
+}
+
+impl PartialEq for Policies {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for Policies {}

@@ -26,6 +26,15 @@ pub(crate) struct Decimal {
 }
 
 impl Decimal {
+    /// A whole number.
+    pub(crate) const fn integer(whole: u64) -> Self {
+        Self {
+            whole,
+            nanos: 0,
+            saturated: false,
+        }
+    }
+
     /// The value read as seconds.
     pub(crate) fn as_secs(self) -> Duration {
         // nanos < 1e9 by construction, so `Duration::new` cannot carry into an overflow.
@@ -39,11 +48,46 @@ impl Decimal {
     }
 }
 
+/// `text` without leading and trailing spaces and tabs (HTTP's optional whitespace), compared
+/// byte by byte (both are ASCII, so the cuts are on character boundaries).
+pub(crate) fn trim_ows(text: &str) -> &str {
+    let bytes = text.as_bytes();
+    let is_ows = |b: &u8| matches!(b, b' ' | b'\t');
+    let Some(start) = bytes.iter().position(|b| !is_ows(b)) else {
+        return "";
+    };
+    let end = bytes
+        .iter()
+        .rposition(|b| !is_ows(b))
+        .map_or(start, |last| last + 1);
+    &text[start..end]
+}
+
+/// The value of 1 to 19 ASCII digits and nothing else (so it cannot overflow a `u64`): the
+/// form almost every count and reset takes, read without the general path.
+pub(crate) fn plain_integer(bytes: &[u8]) -> Option<u64> {
+    if bytes.is_empty() || bytes.len() > 19 {
+        return None;
+    }
+    let mut value: u64 = 0;
+    for &byte in bytes {
+        let digit = byte.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        value = value * 10 + u64::from(digit);
+    }
+    Some(value)
+}
+
 /// Reads `[-]digits[.digits]` (optional surrounding whitespace). A leading `-` on an otherwise
 /// valid number gives [`ValueError::Negative`]; `NaN`, `inf`, exponents and empty input are
 /// malformed.
 pub(crate) fn parse_decimal(input: &str) -> Result<Decimal, ValueError> {
-    let text = input.trim_matches([' ', '\t']);
+    if let Some(whole) = plain_integer(input.as_bytes()) {
+        return Ok(Decimal::integer(whole));
+    }
+    let text = trim_ows(input);
     let (negative, text) = match text.as_bytes().first() {
         Some(b'-') => (true, &text[1..]),
         Some(b'+') => (false, &text[1..]),
@@ -106,7 +150,7 @@ pub(crate) fn duration_from_nanos(nanos: u128) -> Duration {
 /// as OpenAI writes its reset headers. Units: `ns`, `us`, `µs` (U+00B5), `μs` (U+03BC), `ms`, `s`,
 /// `m`, `h`; a lone `0` is zero, like Go's `ParseDuration`.
 pub(crate) fn parse_go_duration(input: &str) -> Result<Duration, ValueError> {
-    let text = input.trim_matches([' ', '\t']);
+    let text = trim_ows(input);
     let (negative, mut rest) = match text.as_bytes().first() {
         Some(b'-') => (true, &text[1..]),
         Some(b'+') => (false, &text[1..]),
@@ -164,16 +208,79 @@ pub(crate) fn unix_nanos(time: SystemTime) -> i128 {
 
 /// Reads an HTTP-date in any of the three formats of RFC 9110 §5.6.7, as Unix nanoseconds.
 pub(crate) fn parse_http_date(input: &str) -> Option<i128> {
-    httpdate::parse_http_date(input.trim_matches([' ', '\t']))
-        .ok()
-        .map(unix_nanos)
+    let text = trim_ows(input);
+    if let Some(fixdate) = imf_fixdate(text.as_bytes()) {
+        return fixdate;
+    }
+    httpdate::parse_http_date(text).ok().map(unix_nanos)
+}
+
+/// The IMF-fixdate every server sends (`Sun, 06 Nov 1994 08:49:37 GMT`), read without
+/// `httpdate`'s round trip through `SystemTime`, with exactly its verdict: `None` when the
+/// text is not shaped as an IMF-fixdate (the caller then asks `httpdate`, which also reads the
+/// obsolete formats), `Some(None)` when it is shaped as one but is not a real date (a bad
+/// weekday, 31 Apr, a year outside 1970..=9999, 60 seconds), as `httpdate` rejects it.
+fn imf_fixdate(b: &[u8]) -> Option<Option<i128>> {
+    if b.len() != 29 || &b[25..] != b" GMT" || b[16] != b' ' || b[19] != b':' || b[22] != b':' {
+        return None;
+    }
+    let two = |at: usize| {
+        let (high, low) = (b[at].wrapping_sub(b'0'), b[at + 1].wrapping_sub(b'0'));
+        (high < 10 && low < 10).then(|| i64::from(high * 10 + low))
+    };
+    let second = two(23)?;
+    let minute = two(20)?;
+    let hour = two(17)?;
+    let day = two(5)?;
+    let month = match &b[7..12] {
+        b" Jan " => 1,
+        b" Feb " => 2,
+        b" Mar " => 3,
+        b" Apr " => 4,
+        b" May " => 5,
+        b" Jun " => 6,
+        b" Jul " => 7,
+        b" Aug " => 8,
+        b" Sep " => 9,
+        b" Oct " => 10,
+        b" Nov " => 11,
+        b" Dec " => 12,
+        _ => return None,
+    };
+    let year = two(12)? * 100 + two(14)?;
+    let weekday = match &b[..5] {
+        b"Mon, " => 0,
+        b"Tue, " => 1,
+        b"Wed, " => 2,
+        b"Thu, " => 3,
+        b"Fri, " => 4,
+        b"Sat, " => 5,
+        b"Sun, " => 6,
+        _ => return None,
+    };
+    if second > 59
+        || minute > 59
+        || hour > 23
+        || day < 1
+        || day > days_in_month(year, month)
+        || !(1970..=9999).contains(&year)
+    {
+        return Some(None);
+    }
+    let days = days_from_civil(year, month, day);
+    // 1970-01-01 was a Thursday (index 3 from Monday).
+    if (days + 3).rem_euclid(7) != weekday {
+        return Some(None);
+    }
+    let secs = days * 86_400 + hour * 3_600 + minute * 60 + second;
+    Some(Some(i128::from(secs) * NANOS_PER_SEC as i128))
 }
 
 /// Reads an RFC 3339 timestamp as Unix nanoseconds. Accepts the forms servers send: `T`, `t` or a
 /// space between date and time, optional seconds (Jira's `2026-03-26T16:00Z`), optional fraction,
 /// `Z`/`z` or a `±HH:MM` offset. A timestamp without an offset is rejected (its zone is unknown).
 pub(crate) fn parse_rfc3339(input: &str) -> Option<i128> {
-    let b = input.trim_matches([' ', '\t']).as_bytes();
+    let b = trim_ows(input).as_bytes();
     // YYYY-MM-DDTHH:MM is the shortest accepted prefix.
     if b.len() < 17 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
         return None;
@@ -374,6 +481,32 @@ mod tests {
             let parsed = parse_decimal(&format!("{whole}.{millis:03}")).unwrap();
             prop_assert_eq!(parsed.whole, whole);
             prop_assert_eq!(parsed.nanos, millis * 1_000_000);
+        }
+
+        #[test]
+        fn imf_fixdate_agrees_with_httpdate(
+            secs in 0u64..253_402_300_800,
+            weekday in 0usize..8,
+            day in 0u32..40,
+            year in prop::sample::select(vec![0u32, 1969, 1970, 2000, 2023, 2024, 2100, 9999]),
+            second in 0u32..62,
+            padded in any::<bool>(),
+        ) {
+            // A real date, then the same with a wrong weekday, day, year or second: the fast
+            // IMF-fixdate path must give `httpdate`'s verdict on all of them.
+            let real = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs));
+            let day_name = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun", "Fr,"][weekday];
+            let mutated = [
+                format!("{day_name}{}", &real[3..]),
+                format!("{}{day:02}{}", &real[..5], &real[7..]),
+                format!("{}{year:04}{}", &real[..12], &real[16..]),
+                format!("{}{second:02}{}", &real[..23], &real[25..]),
+            ];
+            for text in std::iter::once(real).chain(mutated) {
+                let text = if padded { format!(" \t{text} ") } else { text };
+                let expected = httpdate::parse_http_date(text.trim()).ok().map(unix_nanos);
+                prop_assert_eq!(parse_http_date(&text), expected, "{}", text);
+            }
         }
 
         #[test]

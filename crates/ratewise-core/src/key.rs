@@ -1,10 +1,12 @@
 //! Keys and key functions: how a layer decides which per-endpoint state a request uses.
 
 use std::borrow::Borrow;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, Hash, Hasher};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::thread::LocalKey;
 
 use arc_swap::ArcSwap;
 use http::request::Parts;
@@ -225,7 +227,9 @@ const MAX_INTERNED_HOSTS: usize = 4096;
 /// Keys are interned: the first request to a host allocates its key, later ones clone it. Up
 /// to 4096 hosts are remembered; beyond that, keys are allocated per request (still correct).
 /// Looking up a known host takes no lock (the table is a copy-on-write snapshot), so clones used
-/// from many threads at once do not contend.
+/// from many threads at once do not contend; each thread also remembers the last host it looked
+/// up (with a weak reference to the table), so a run of requests to one host skips even the
+/// hash lookup.
 ///
 /// The authority is used as written apart from case, userinfo and the scheme's default port:
 /// `https://api.example.com:443/` and `https://API.example.com/` share the key
@@ -247,8 +251,11 @@ impl ByHost {
     }
 
     fn intern(&self, host: &str) -> Key {
-        if let Some((key, ())) = self.interned.snapshot.load().get_key_value(host) {
-            return key.clone();
+        if let Some(key) = self
+            .interned
+            .lookup(&HOST_MEMO, host, |key, ()| Some(key.clone()))
+        {
+            return key;
         }
         self.interned.insert_with(host, |map| {
             if let Some((key, ())) = map.get_key_value(host) {
@@ -292,6 +299,84 @@ impl<V> fmt::Debug for Interned<V> {
         f.debug_struct("Interned")
             .field("hosts", &self.snapshot.load().len())
             .finish()
+    }
+}
+
+/// A host's (bucket, combined key) pairs in a [`ByHostAndRoute`] table.
+type Pairs = Arc<[(Key, Key)]>;
+
+/// The last host a thread looked up in an intern table, with what the table holds for it.
+///
+/// Requests of one thread mostly go to the host of the one before, so a key function first
+/// compares the host with its thread's memo: no hash, no snapshot load. The memo holds a
+/// [`Weak`] reference to its table, which keeps the table's address from being reused while
+/// the memo names it, and holds no more than one host's entry (what it names stays allocated
+/// until the thread looks up another host, or exits, even if the table is dropped).
+struct Memo<V> {
+    table: Weak<Interned<V>>,
+    host: Key,
+    value: V,
+}
+
+type MemoCell<V> = RefCell<Option<Memo<V>>>;
+
+thread_local! {
+    static HOST_MEMO: MemoCell<()> = const { RefCell::new(None) };
+    static ROUTE_MEMO: MemoCell<Pairs> = const { RefCell::new(None) };
+}
+
+impl<V: Clone + 'static> Interned<V> {
+    /// What `found` makes of the host's entry (its interned key and value), from the thread's
+    /// memo or else from the snapshot (which then becomes the memo); `None` when the table
+    /// does not hold the host or `found` finds nothing in its entry.
+    #[inline]
+    fn lookup<R>(
+        self: &Arc<Self>,
+        memo: &'static LocalKey<MemoCell<V>>,
+        host: &str,
+        found: impl Fn(&Key, &V) -> Option<R>,
+    ) -> Option<R> {
+        let remembered = memo
+            .try_with(|memo| {
+                let memo = memo.try_borrow().ok()?;
+                let memo = memo.as_ref()?;
+                if std::ptr::eq(memo.table.as_ptr(), Arc::as_ptr(self))
+                    && memo.host.as_str() == host
+                {
+                    found(&memo.host, &memo.value)
+                } else {
+                    None
+                }
+            })
+            .ok()
+            .flatten();
+        if remembered.is_some() {
+            return remembered;
+        }
+        self.lookup_snapshot(memo, host, found)
+    }
+
+    fn lookup_snapshot<R>(
+        self: &Arc<Self>,
+        memo: &'static LocalKey<MemoCell<V>>,
+        host: &str,
+        found: impl Fn(&Key, &V) -> Option<R>,
+    ) -> Option<R> {
+        let snapshot = self.snapshot.load();
+        let (key, value) = snapshot.get_key_value(host)?;
+        let result = found(key, value);
+        let remember = Memo {
+            table: Arc::downgrade(self),
+            host: key.clone(),
+            value: value.clone(),
+        };
+        drop(snapshot);
+        // The memo it replaces is dropped after the borrow ends.
+        let _replaced = memo
+            .try_with(|memo| memo.try_borrow_mut().ok()?.replace(remember))
+            .ok()
+            .flatten();
+        result
     }
 }
 
@@ -445,7 +530,7 @@ impl KeyFn for ByRoute {
 pub struct ByHostAndRoute {
     routes: RouteTable,
     /// Per host: (bucket, combined key) pairs, at most one per bucket of `routes`.
-    interned: Arc<Interned<Arc<[(Key, Key)]>>>,
+    interned: Arc<Interned<Pairs>>,
 }
 
 impl ByHostAndRoute {
@@ -467,10 +552,14 @@ impl KeyFn for ByHostAndRoute {
     fn key(&self, parts: &Parts) -> Key {
         let bucket = self.routes.bucket(parts.uri.path());
         with_host(parts, |host| {
-            if let Some(pairs) = self.interned.snapshot.load().get(host)
-                && let Some((_, key)) = pairs.iter().find(|(b, _)| b == bucket)
-            {
-                return key.clone();
+            let known = |_: &Key, pairs: &Pairs| {
+                pairs
+                    .iter()
+                    .find(|(b, _)| b == bucket)
+                    .map(|(_, key)| key.clone())
+            };
+            if let Some(key) = self.interned.lookup(&ROUTE_MEMO, host, known) {
+                return key;
             }
             self.interned.insert_with(host, |map| {
                 let pairs = map.get(host).map_or(&[][..], |pairs| &pairs[..]);
@@ -747,6 +836,71 @@ mod tests {
         let late = key_fn.key(&parts("http://late.example/a"));
         assert_eq!(late.as_str(), "late.example a");
         assert_eq!(key_fn.interned.snapshot.load().len(), MAX_INTERNED_HOSTS);
+    }
+
+    /// The per-thread memo of the last host: each table hands out its own interned key,
+    /// whichever table the thread used last, and a table learns new buckets of the memo's host.
+    #[test]
+    fn the_thread_memo_keeps_tables_apart() {
+        let interned = |by_host: &ByHost, host: &str| {
+            by_host
+                .interned
+                .snapshot
+                .load()
+                .get_key_value(host)
+                .map(|(key, ())| key.clone())
+                .unwrap()
+        };
+        let (a, b) = (ByHost::new(), ByHost::new());
+        for _ in 0..3 {
+            let from_a = a.key(&parts("https://x.test/"));
+            let from_b = b.key(&parts("https://x.test/"));
+            let again_b = b.key(&parts("https://X.test/"));
+            assert!(Arc::ptr_eq(&from_a.name, &interned(&a, "x.test").name));
+            assert!(Arc::ptr_eq(&from_b.name, &interned(&b, "x.test").name));
+            assert!(Arc::ptr_eq(&again_b.name, &from_b.name));
+            assert!(!Arc::ptr_eq(&from_a.name, &from_b.name));
+        }
+        // A table dropped while the memo names it, and a new one (perhaps at its address).
+        drop(a);
+        let c = ByHost::new();
+        let from_c = c.key(&parts("https://x.test/"));
+        assert!(Arc::ptr_eq(&from_c.name, &interned(&c, "x.test").name));
+        assert_eq!(c.key(&parts("https://y.test/")).as_str(), "y.test");
+
+        let routes = RouteTable::builder()
+            .prefix("/a", "a")
+            .unwrap()
+            .prefix("/b", "b")
+            .unwrap()
+            .build();
+        let (p, q) = (
+            ByHostAndRoute::new(routes.clone()),
+            ByHostAndRoute::new(routes),
+        );
+        let pa = p.key(&parts("https://x.test/a"));
+        assert_eq!(pa.as_str(), "x.test a");
+        // The memo holds x.test's pairs without "b": the bucket is still learned.
+        let pb = p.key(&parts("https://x.test/b"));
+        assert_eq!(pb.as_str(), "x.test b");
+        assert!(Arc::ptr_eq(
+            &p.key(&parts("https://x.test/b/1")).name,
+            &pb.name
+        ));
+        assert!(Arc::ptr_eq(
+            &p.key(&parts("https://x.test/a/1")).name,
+            &pa.name
+        ));
+        let qa = q.key(&parts("https://x.test/a"));
+        assert_eq!(qa, pa);
+        assert!(
+            !Arc::ptr_eq(&qa.name, &pa.name),
+            "each table interns its own keys"
+        );
+        assert!(Arc::ptr_eq(
+            &p.key(&parts("https://x.test/a")).name,
+            &pa.name
+        ));
     }
 
     #[test]

@@ -204,11 +204,11 @@ fn split_segments<'a>(path: &'a [u8], segments: &mut [&'a [u8]]) -> usize {
     let mut start = 0;
     // Ends the segment that started at `start` at `end`; false once `segments` is full.
     let mut end_at = |end: usize, start: &mut usize| {
-        if end > *start {
-            if let (Some(slot), Some(segment)) = (segments.get_mut(count), path.get(*start..end)) {
-                *slot = segment;
-                count += 1;
-            }
+        if end > *start
+            && let (Some(slot), Some(segment)) = (segments.get_mut(count), path.get(*start..end))
+        {
+            *slot = segment;
+            count += 1;
         }
         *start = end + 1;
         count < segments.len()

@@ -75,11 +75,28 @@ struct Index {
     /// The longest route, in segments: a path is split into at most one more.
     max_len: usize,
     /// Per distinct literal first segment: its candidates.
-    by_first: Vec<(Box<[u8]>, Box<[u32]>)>,
+    by_first: Vec<(Literal, Box<[Candidate]>)>,
     /// Position in `by_first` of each literal, when there are too many to compare in turn.
     lookup: Option<HashMap<Box<[u8]>, usize, foldhash::fast::RandomState>>,
     /// The candidates of a path whose first segment is no route's literal (or that has none).
-    others: Box<[u32]>,
+    others: Box<[Candidate]>,
+}
+
+/// A route as the index tries it: what is left to check once its first segment agrees.
+struct Candidate {
+    /// The number of segments of the route.
+    len: usize,
+    kind: Kind,
+    /// The literal segments after the first, with their positions.
+    literals: Box<[(usize, Literal)]>,
+    bucket: Key,
+}
+
+/// A literal segment, with its first eight bytes packed in a word so that most comparisons
+/// are of lengths and words.
+struct Literal {
+    bytes: Box<[u8]>,
+    head: u64,
 }
 
 struct Route {
@@ -137,9 +154,8 @@ impl RouteTable {
         let segments = &segments[..count];
         candidates
             .iter()
-            .map(|&at| &inner.routes[at as usize])
-            .find(|route| route.matches_split(segments))
-            .map(|route| &route.bucket)
+            .find(|candidate| candidate.matches(segments))
+            .map(|candidate| &candidate.bucket)
     }
 
     /// The default bucket.
@@ -249,27 +265,27 @@ impl Index {
             Some(Segment::Literal(literal)) => Some(literal.clone()),
             _ => None,
         };
-        let others: Box<[u32]> = (0..routes.len())
-            .filter(|&at| first_literal(&routes[at]).is_none())
-            .map(|at| at as u32)
-            .collect();
-        let mut by_first: Vec<(Box<[u8]>, Box<[u32]>)> = Vec::new();
+        let candidates = |first: Option<&[u8]>| -> Box<[Candidate]> {
+            routes
+                .iter()
+                .filter(|route| first_literal(route).is_none_or(|l| Some(&*l) == first))
+                .map(Candidate::new)
+                .collect()
+        };
+        let others = candidates(None);
+        let mut by_first: Vec<(Literal, Box<[Candidate]>)> = Vec::new();
         for route in routes {
             if let Some(literal) = first_literal(route)
-                && !by_first.iter().any(|(known, _)| *known == literal)
+                && !by_first.iter().any(|(known, _)| known.bytes == literal)
             {
-                let candidates = (0..routes.len())
-                    .filter(|&at| first_literal(&routes[at]).is_none_or(|l| l == literal))
-                    .map(|at| at as u32)
-                    .collect();
-                by_first.push((literal, candidates));
+                by_first.push((Literal::new(&literal), candidates(Some(&literal))));
             }
         }
         let lookup = (by_first.len() > MAX_LINEAR_FIRST).then(|| {
             by_first
                 .iter()
                 .enumerate()
-                .map(|(at, (literal, _))| (literal.clone(), at))
+                .map(|(at, (literal, _))| (literal.bytes.clone(), at))
                 .collect()
         });
         Some(Index {
@@ -281,16 +297,87 @@ impl Index {
     }
 
     /// The candidates of a path whose first segment is `first`.
-    fn candidates(&self, first: &[u8]) -> &[u32] {
+    #[inline]
+    fn candidates(&self, first: &[u8]) -> &[Candidate] {
         let found = match &self.lookup {
             Some(lookup) => lookup.get(first).copied(),
             None => self
                 .by_first
                 .iter()
-                .position(|(literal, _)| **literal == *first),
+                .position(|(literal, _)| literal.matches(first)),
         };
         found.map_or(&self.others, |at| &self.by_first[at].1)
     }
+}
+
+impl Candidate {
+    fn new(route: &Route) -> Candidate {
+        let literals = route
+            .segments
+            .iter()
+            .enumerate()
+            .skip(1)
+            .filter_map(|(at, segment)| match segment {
+                Segment::Literal(literal) => Some((at, Literal::new(literal))),
+                Segment::Param => None,
+            })
+            .collect();
+        Candidate {
+            len: route.segments.len(),
+            kind: route.kind,
+            literals,
+            bucket: route.bucket.clone(),
+        }
+    }
+
+    /// Whether the route matches a path split into `segments` (its non-empty segments, cut one
+    /// past the longest route), for a route that the index offered as a candidate: the first
+    /// segment is known to agree.
+    #[inline]
+    fn matches(&self, segments: &[&[u8]]) -> bool {
+        let length_ok = match self.kind {
+            Kind::Template => segments.len() == self.len,
+            Kind::Prefix => segments.len() >= self.len,
+        };
+        length_ok
+            && self.literals.iter().all(|(at, literal)| {
+                segments
+                    .get(*at)
+                    .is_some_and(|segment| literal.matches(segment))
+            })
+    }
+}
+
+impl Literal {
+    fn new(bytes: &[u8]) -> Literal {
+        Literal {
+            bytes: bytes.into(),
+            head: pack(bytes),
+        }
+    }
+
+    /// Whether `other` is this literal.
+    #[inline]
+    fn matches(&self, other: &[u8]) -> bool {
+        self.bytes.len() == other.len()
+            && self.head == pack(other)
+            && (other.len() <= 8 || *self.bytes == *other)
+    }
+}
+
+/// The first eight bytes of `bytes` (fewer when it is shorter) in a word, zero-padded.
+#[inline]
+fn pack(bytes: &[u8]) -> u64 {
+    let mut word = [0; 8];
+    match bytes.first_chunk::<8>() {
+        Some(head) => word = *head,
+        None => {
+            for (to, from) in word.iter_mut().zip(bytes) {
+                *to = *from;
+            }
+        }
+    }
+    u64::from_le_bytes(word)
 }
 
 impl Route {
@@ -313,28 +400,6 @@ impl Route {
             Kind::Prefix => true,
             Kind::Template => segments.next().is_none(),
         }
-    }
-
-    /// Whether the route matches a path split into `segments` (its non-empty segments, cut one
-    /// past the longest route), for a route that the index offered as a candidate: the first
-    /// segment is known to agree.
-    #[inline]
-    fn matches_split(&self, segments: &[&[u8]]) -> bool {
-        let len = self.segments.len();
-        let length_ok = match self.kind {
-            Kind::Template => segments.len() == len,
-            Kind::Prefix => segments.len() >= len,
-        };
-        length_ok
-            && self
-                .segments
-                .iter()
-                .zip(segments)
-                .skip(1)
-                .all(|(expected, actual)| match expected {
-                    Segment::Param => true,
-                    Segment::Literal(literal) => **literal == **actual,
-                })
     }
 }
 

@@ -461,3 +461,37 @@ impl PartialEq for Policies {
 }
 
 impl Eq for Policies {}
+
+/// A policy or bucket name, borrowed (no allocation) when it is one servers send on every
+/// response: GitHub's resources, the named dialects' units, the IETF draft's examples.
+pub(crate) fn policy_name(text: &str) -> Cow<'static, str> {
+    let known = match text {
+        // GitHub `x-ratelimit-resource`.
+        "core" => "core",
+        "search" => "search",
+        "graphql" => "graphql",
+        "code_search" => "code_search",
+        "integration_manifest" => "integration_manifest",
+        "source_import" => "source_import",
+        "code_scanning_upload" => "code_scanning_upload",
+        "code_scanning_autofix" => "code_scanning_autofix",
+        "actions_runner_registration" => "actions_runner_registration",
+        "scim" => "scim",
+        "dependency_snapshots" => "dependency_snapshots",
+        "dependency_sbom" => "dependency_sbom",
+        "audit_log" => "audit_log",
+        "audit_log_streaming" => "audit_log_streaming",
+        // OpenAI, Azure OpenAI, Anthropic, Linear.
+        "requests" => "requests",
+        "tokens" => "tokens",
+        "input-tokens" => "input-tokens",
+        "output-tokens" => "output-tokens",
+        "complexity" => "complexity",
+        // The IETF draft's examples.
+        "default" => "default",
+        "burst" => "burst",
+        "daily" => "daily",
+        _ => return Cow::Owned(text.to_owned()),
+    };
+    Cow::Borrowed(known)
+}

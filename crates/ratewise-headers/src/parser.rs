@@ -5,7 +5,9 @@ use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
-use crate::info::{Dialect, IgnoreReason, Ignored, Policy, RateLimitInfo, Scope, Unit};
+use crate::info::{
+    Dialect, IgnoreReason, Ignored, Policy, RateLimitInfo, Scope, Unit, policy_name,
+};
 use crate::sf::{self, Draft7, SfEntry, SfNumber};
 use crate::value::{
     Decimal, NANOS_PER_SEC, ValueError, duration_from_nanos, parse_decimal, parse_go_duration,
@@ -173,15 +175,17 @@ impl Parser {
             seen.record(name, value);
         }
         let received = unix_nanos(received_at);
+        // Filled in place: the result is a few hundred bytes, not worth copying out.
+        let mut out = RateLimitInfo::new(status);
         let mut cx = Context {
             parser: self,
             base: received,
             cached: false,
             kept_age: None,
-            out: RateLimitInfo::new(status),
+            out: &mut out,
         };
         cx.run(&seen);
-        cx.out
+        out
     }
 
     /// Reads a retry delay from a response body (opt-in: bodies are not headers), clamped to
@@ -232,12 +236,20 @@ impl<T, const N: usize> Small<T, N> {
         self.len
     }
 
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     fn first(&self) -> Option<&T> {
         self.iter().next()
     }
 
     fn iter(&self) -> impl Iterator<Item = &T> {
         self.inline.iter().flatten().chain(&self.spill)
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        self.inline.iter_mut().flatten().chain(&mut self.spill)
     }
 
     fn get_mut(&mut self, index: usize) -> Option<&mut T> {
@@ -267,10 +279,13 @@ struct NamedPart<'h> {
     line: Line<'h>,
 }
 
+/// The lines of one field, inline for the one or two a server sends.
+type Lines<'h> = Small<Line<'h>, 2>;
+
 #[derive(Debug, Default)]
 struct IetfLines<'h> {
-    limit: Vec<Line<'h>>,
-    policy: Vec<Line<'h>>,
+    limit: Lines<'h>,
+    policy: Lines<'h>,
 }
 
 #[derive(Debug, Default)]
@@ -533,17 +548,17 @@ struct Quota {
 }
 
 /// The parse state of one response.
-struct Context<'p> {
+struct Context<'p, 'o> {
     parser: &'p Parser,
     /// The server's "now" in Unix nanoseconds: `Date` when valid, else the receive time.
     base: i128,
     cached: bool,
     /// The `Age` of a cached response whose fields are kept (`honor_age(false)`).
     kept_age: Option<Duration>,
-    out: RateLimitInfo,
+    out: &'o mut RateLimitInfo,
 }
 
-impl Context<'_> {
+impl Context<'_, '_> {
     fn run(&mut self, seen: &Seen<'_>) {
         self.date(seen.date);
         self.age(seen.age);
@@ -848,10 +863,10 @@ impl Context<'_> {
     // ---- IETF ----------------------------------------------------------------------------
 
     /// The texts of a field's lines, up to [`MAX_FIELD_LEN`] bytes in all.
-    fn texts<'v>(&mut self, lines: &[Line<'v>]) -> Vec<&'v str> {
-        let mut texts = Vec::with_capacity(lines.len());
+    fn texts<'v>(&mut self, lines: &Lines<'v>) -> Small<&'v str, 2> {
+        let mut texts = Small::default();
         let mut total = 0;
-        for line in lines {
+        for line in lines.iter() {
             if let Some(text) = self.text(*line) {
                 total += text.len() + 2;
                 if total > MAX_FIELD_LEN {
@@ -866,7 +881,7 @@ impl Context<'_> {
 
     /// The lines of one SF List field, strict (joined, as RFC 9651 combines field lines) then
     /// lenient per line.
-    fn sf_list(&mut self, lines: &[Line<'_>]) -> Vec<SfEntry> {
+    fn sf_list(&mut self, lines: &Lines<'_>) -> Vec<SfEntry> {
         let Some(&(header, _)) = lines.first() else {
             return Vec::new();
         };
@@ -879,11 +894,14 @@ impl Context<'_> {
             return Vec::new();
         }
         self.note(header, IgnoreReason::ReadLeniently);
-        texts.iter().flat_map(|text| sf::lenient(text).0).collect()
+        texts
+            .into_iter()
+            .flat_map(|text| sf::lenient(text).0)
+            .collect()
     }
 
     /// `RateLimit`: an SF List (draft-08+), else the draft-07 Dictionary, else lenient.
-    fn sf_ratelimit(&mut self, lines: &[Line<'_>]) -> (Vec<SfEntry>, Option<Draft7>) {
+    fn sf_ratelimit(&mut self, lines: &Lines<'_>) -> (Vec<SfEntry>, Option<Draft7>) {
         let Some(&(header, _)) = lines.first() else {
             return (Vec::new(), None);
         };
@@ -902,7 +920,7 @@ impl Context<'_> {
         self.note(header, IgnoreReason::ReadLeniently);
         let mut entries = Vec::new();
         let mut draft7 = None;
-        for text in texts {
+        for text in texts.into_iter() {
             let (mut line_entries, line_draft7) = sf::lenient(text);
             entries.append(&mut line_entries);
             draft7 = draft7.or(line_draft7);
@@ -923,11 +941,15 @@ impl Context<'_> {
     }
 
     fn ietf<'h>(&mut self, lines: &IetfLines<'h>, legacy: Option<&LegacyFields<'h>>) {
-        if lines.limit.is_empty()
-            && lines.policy.is_empty()
-            && legacy.is_none_or(|legacy| legacy.header().is_none())
-        {
-            // Nothing to read: the usual case, kept clear of this function's bulky state.
+        if lines.limit.is_empty() && lines.policy.is_empty() {
+            // No structured field: at most the legacy fields, kept clear of the bulky state
+            // below (the same steps as the general path takes when both fields are absent).
+            let Some(legacy) = legacy else { return };
+            let mut quotas = Vec::new();
+            if let Some((header, primary)) = self.legacy(legacy, &mut quotas) {
+                let dialect = primary.dialect;
+                self.merge_quotas(header, Some(primary), quotas, dialect);
+            }
             return;
         }
         let first_header = lines
@@ -945,7 +967,7 @@ impl Context<'_> {
         };
         let policy_header = lines.policy.first().map(|line| line.0);
         let mut quotas = Vec::new();
-        let mut named_quotas: Vec<(SfEntry, bool)> = Vec::new();
+        let mut named_quotas: Small<(SfEntry, bool), 2> = Small::default();
         for entry in policy_entries {
             let Some(header) = policy_header else { break };
             if entry.name.is_some() {
@@ -969,7 +991,7 @@ impl Context<'_> {
                 let mut policy = Policy::new(Dialect::Ietf);
                 if let Some((quota, used)) = named_quotas
                     .iter_mut()
-                    .find(|(quota, used)| !*used && quota.name.as_deref() == Some(name.as_str()))
+                    .find(|(quota, used)| !*used && quota.name.as_deref() == Some(&*name))
                 {
                     *used = true;
                     let quota = std::mem::take(quota);
@@ -984,7 +1006,7 @@ impl Context<'_> {
                 if entry.partition_key.is_some() {
                     policy.partition_key = entry.partition_key;
                 }
-                policy.name = Some(Cow::Owned(name));
+                policy.name = Some(name);
                 self.push_policy(limit_header, policy);
             }
             if let Some(draft7) = draft7 {
@@ -995,7 +1017,7 @@ impl Context<'_> {
                 primary = Some((limit_header, policy));
             }
         }
-        for (quota, used) in named_quotas {
+        for (quota, used) in named_quotas.into_iter() {
             if used {
                 continue;
             }
@@ -1020,7 +1042,7 @@ impl Context<'_> {
     }
 
     fn apply_quota(&mut self, header: &HeaderName, policy: &mut Policy, quota: SfEntry) {
-        policy.name = quota.name.map(Cow::Owned);
+        policy.name = quota.name;
         policy.limit = self.optional_count(header, quota.quota);
         policy.window = self.optional_delta(header, quota.window);
         policy.partition_key = quota.partition_key;
@@ -1067,11 +1089,16 @@ impl Context<'_> {
     /// A `limit` value that may be a list (`10, 10;w=1, 1000;w=3600`, WHOOP's `window=`): the
     /// first plain number is the expiring limit, the others are quota policies.
     fn limit_list(&mut self, line: Line<'_>, quotas: &mut Vec<Quota>) -> Option<u64> {
+        if let Some(limit) = plain_integer(line.1.as_bytes()) {
+            return Some(limit);
+        }
         let text = self.text(line)?;
         if !text.contains([',', ';']) {
             return self.count_text(line.0, text);
         }
-        let entries = self.sf_list(std::slice::from_ref(&line));
+        let mut lines = Lines::default();
+        lines.push(line);
+        let entries = self.sf_list(&lines);
         let mut limit = None;
         for entry in entries {
             let Some(number) = entry.number else { continue };
@@ -1489,45 +1516,20 @@ fn parse_number(text: &str) -> Result<Decimal, ValueError> {
 }
 
 /// The lines of a field combined as RFC 9651 says (`, `), without a copy for a single line.
-fn joined<'t>(texts: &[&'t str]) -> Cow<'t, str> {
-    match texts {
-        [single] => Cow::Borrowed(single),
-        _ => Cow::Owned(texts.join(", ")),
+fn joined<'t>(texts: &Small<&'t str, 2>) -> Cow<'t, str> {
+    if texts.len() == 1
+        && let Some(single) = texts.first()
+    {
+        return Cow::Borrowed(single);
     }
-}
-
-/// A policy or bucket name, borrowed (no allocation) when it is one servers send on every
-/// response: GitHub's resources, the named dialects' units, the IETF draft's examples.
-fn policy_name(text: &str) -> Cow<'static, str> {
-    let known = match text {
-        // GitHub `x-ratelimit-resource`.
-        "core" => "core",
-        "search" => "search",
-        "graphql" => "graphql",
-        "code_search" => "code_search",
-        "integration_manifest" => "integration_manifest",
-        "source_import" => "source_import",
-        "code_scanning_upload" => "code_scanning_upload",
-        "code_scanning_autofix" => "code_scanning_autofix",
-        "actions_runner_registration" => "actions_runner_registration",
-        "scim" => "scim",
-        "dependency_snapshots" => "dependency_snapshots",
-        "dependency_sbom" => "dependency_sbom",
-        "audit_log" => "audit_log",
-        "audit_log_streaming" => "audit_log_streaming",
-        // OpenAI, Azure OpenAI, Anthropic, Linear.
-        "requests" => "requests",
-        "tokens" => "tokens",
-        "input-tokens" => "input-tokens",
-        "output-tokens" => "output-tokens",
-        "complexity" => "complexity",
-        // The IETF draft's examples.
-        "default" => "default",
-        "burst" => "burst",
-        "daily" => "daily",
-        _ => return Cow::Owned(text.to_owned()),
-    };
-    Cow::Borrowed(known)
+    let mut joined = String::new();
+    for (index, text) in texts.iter().enumerate() {
+        if index > 0 {
+            joined.push_str(", ");
+        }
+        joined.push_str(text);
+    }
+    Cow::Owned(joined)
 }
 
 fn unit_from_name(name: &str) -> Unit {

@@ -2,6 +2,7 @@
 //! hand-written lenient fallback for the deviations seen in the wild (a space before `;`,
 //! uppercase keys, decimals where integers are required). Both produce the same small model.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 
 use base64::Engine as _;
@@ -11,6 +12,7 @@ use sfv::visitor::{
 };
 use sfv::{BareItemFromInput, KeyRef};
 
+use crate::info::policy_name;
 use crate::value::{Decimal, ValueError, parse_decimal};
 
 /// A number as read from a structured field: a non-negative decimal, or an error.
@@ -21,7 +23,7 @@ pub(crate) type SfNumber = Result<Decimal, ValueError>;
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct SfEntry {
     /// The item's String or Token value (draft-08+ policy name).
-    pub(crate) name: Option<String>,
+    pub(crate) name: Option<Cow<'static, str>>,
     /// The item's Integer or Decimal value (drafts <= 07 quota policies).
     pub(crate) number: Option<SfNumber>,
     /// `r`: remaining.
@@ -163,8 +165,8 @@ impl<'de> ItemVisitor<'de> for ListSlot<'_> {
     ) -> Result<impl ParameterVisitor<'de, Out = ()>, Self::Error> {
         let mut entry = SfEntry::default();
         match bare_item {
-            BareItemFromInput::String(value) => entry.name = Some(value.as_str().to_owned()),
-            BareItemFromInput::Token(value) => entry.name = Some(value.as_str().to_owned()),
+            BareItemFromInput::String(value) => entry.name = Some(policy_name(value.as_str())),
+            BareItemFromInput::Token(value) => entry.name = Some(policy_name(value.as_str())),
             BareItemFromInput::Integer(value) => {
                 entry.number = Some(number_from_integer(value.into()));
             }
@@ -362,10 +364,10 @@ pub(crate) fn lenient(input: &str) -> (Vec<SfEntry>, Option<Draft7>) {
         }
         let mut entry = SfEntry::default();
         if head.starts_with('"') {
-            entry.name = unquote(head);
+            entry.name = unquote(head).map(Cow::Owned);
         } else if !head.is_empty() {
             match parse_decimal(head) {
-                Err(ValueError::Malformed) => entry.name = Some(head.to_owned()),
+                Err(ValueError::Malformed) => entry.name = Some(policy_name(head)),
                 number => entry.number = Some(number),
             }
         }

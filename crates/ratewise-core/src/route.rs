@@ -609,6 +609,36 @@ mod tests {
     }
 
     #[test]
+    fn many_first_segments_and_long_routes() {
+        let mut builder = RouteTable::builder()
+            .route("/{any}/x", "param-first")
+            .unwrap();
+        for i in 0..12 {
+            builder = builder.prefix(&format!("/p{i}"), format!("b{i}")).unwrap();
+        }
+        let t = builder.build();
+        assert!(t.inner.index.as_ref().unwrap().lookup.is_some(), "hashed");
+        assert_eq!(t.bucket("/p11/a/b").as_str(), "b11");
+        assert_eq!(t.bucket("/p3").as_str(), "b3");
+        assert_eq!(t.bucket("/p3/y").as_str(), "b3");
+        // As many literals: the template beats the prefix.
+        assert_eq!(t.bucket("/p3/x").as_str(), "param-first");
+        assert_eq!(t.bucket("/q/x").as_str(), "param-first");
+        assert_eq!(t.bucket("/p12").as_str(), "default");
+
+        let long = format!("/{}", ["s"; MAX_INDEXED_SEGMENTS + 1].join("/"));
+        let t = RouteTable::builder()
+            .route(&long, "long")
+            .unwrap()
+            .prefix("/s", "short")
+            .unwrap()
+            .build();
+        assert!(t.inner.index.is_none(), "too long to index");
+        assert_eq!(t.bucket(&long).as_str(), "long");
+        assert_eq!(t.bucket(&format!("{long}/s")).as_str(), "short");
+    }
+
+    #[test]
     fn bad_patterns_are_rejected() {
         let b = || RouteTable::builder();
         assert!(b().route("repos", "x").is_err());

@@ -10,8 +10,8 @@ use crate::info::{
 };
 use crate::sf::{self, Draft7, SfEntry, SfNumber};
 use crate::value::{
-    Decimal, NANOS_PER_SEC, ValueError, duration_from_nanos, parse_decimal, parse_go_duration,
-    parse_http_date, parse_rfc3339, plain_integer, trim_ows, unix_nanos,
+    Decimal, NANOS_PER_SEC, ValueError, duration_from_nanos, imf_fixdate, parse_decimal,
+    parse_go_duration, parse_http_date, parse_rfc3339, plain_integer, trim_ows, unix_nanos,
 };
 
 /// Header values longer than this many bytes are ignored unread ([`IgnoreReason::TooLong`]).
@@ -340,9 +340,28 @@ struct HubSpotFields<'h> {
     secondly_remaining: Field<'h>,
 }
 
+/// Which families of [`Seen`] may hold lines, so that `Context::run` skips the others (each
+/// dialect step is a no-op without its lines: marking too much is harmless, too little not).
+mod family {
+    /// `RateLimit`, `RateLimit-Policy`, `RateLimit-*` (and `RateLimit-Reason`).
+    pub(super) const IETF: u16 = 1;
+    /// `Beta-RateLimit`, `Beta-RateLimit-Policy`.
+    pub(super) const BETA: u16 = 1 << 1;
+    /// `X-RateLimit-*`, named ones included.
+    pub(super) const X: u16 = 1 << 2;
+    /// `X-Rate-Limit-*`.
+    pub(super) const HYPHEN: u16 = 1 << 3;
+    /// `anthropic-ratelimit-*`.
+    pub(super) const ANTHROPIC: u16 = 1 << 4;
+    /// Shopify, Salesforce, Azure Resource Manager, HubSpot, Zendesk, Stripe and Jira reasons.
+    pub(super) const OTHER: u16 = 1 << 5;
+}
+
 /// The relevant header lines, gathered in one pass over the map.
 #[derive(Debug, Default)]
 struct Seen<'h> {
+    /// The [`family`] bits of the lines recorded.
+    families: u16,
     retry_after: Field<'h>,
     retry_after_ms: Field<'h>,
     date: Field<'h>,
@@ -370,9 +389,15 @@ impl<'h> Seen<'h> {
         let text = name.as_str();
         match text.as_bytes().first() {
             Some(b'x') => self.record_x_prefixed(text, name, value),
+            Some(b'r') if text.starts_with("retry-after") => {
+                match text {
+                    "retry-after" => first(&mut self.retry_after, name, value),
+                    "retry-after-ms" => first(&mut self.retry_after_ms, name, value),
+                    _ => {}
+                }
+                return;
+            }
             Some(b'r') => match text {
-                "retry-after" => first(&mut self.retry_after, name, value),
-                "retry-after-ms" => first(&mut self.retry_after_ms, name, value),
                 "ratelimit" => self.ietf.limit.push((name, value)),
                 "ratelimit-policy" => self.ietf.policy.push((name, value)),
                 "ratelimit-limit" => first(&mut self.legacy.limit, name, value),
@@ -382,34 +407,46 @@ impl<'h> Seen<'h> {
                 "ratelimit-resettime" => first(&mut self.legacy.reset_time, name, value),
                 "ratelimit-name" => first(&mut self.legacy.name, name, value),
                 "ratelimit-reason" => first(&mut self.reason, name, value),
-                _ => {}
+                _ => return,
             },
-            Some(b'd') if text == "date" => first(&mut self.date, name, value),
+            Some(b'd') => {
+                if text == "date" {
+                    first(&mut self.date, name, value);
+                }
+                return;
+            }
             Some(b'a') => {
                 if text == "age" {
                     first(&mut self.age, name, value);
                 } else if let Some(rest) = text.strip_prefix("anthropic-ratelimit-") {
+                    self.families |= family::ANTHROPIC;
                     self.record_named(Dialect::Anthropic, rest, name, value);
                 }
+                return;
             }
             Some(b'b') => match text {
                 "beta-ratelimit" => self.beta_ietf.limit.push((name, value)),
                 "beta-ratelimit-policy" => self.beta_ietf.policy.push((name, value)),
-                _ => {}
+                _ => return,
             },
             Some(b's') => match text {
                 "sforce-limit-info" => first(&mut self.salesforce, name, value),
                 "stripe-rate-limited-reason" => first(&mut self.reason, name, value),
                 "stripe-should-retry" => first(&mut self.stripe_should_retry, name, value),
-                _ => {}
+                _ => return,
             },
-            Some(b'z') => {
-                if let Some(rest) = text.strip_prefix("zendesk-ratelimit-") {
-                    self.zendesk.push((rest, (name, value)));
-                }
-            }
-            _ => {}
+            Some(b'z') => match text.strip_prefix("zendesk-ratelimit-") {
+                Some(rest) => self.zendesk.push((rest, (name, value))),
+                None => return,
+            },
+            _ => return,
         }
+        // Only the arms that recorded a line of a dialect get here.
+        self.families |= match text.as_bytes()[0] {
+            b'r' => family::IETF,
+            b'b' => family::BETA,
+            _ => family::OTHER,
+        };
     }
 
     /// The names starting with `x`: the third byte picks the family.
@@ -421,6 +458,7 @@ impl<'h> Seen<'h> {
         match bytes.get(2) {
             Some(b'r') => {
                 if let Some(rest) = text.strip_prefix("x-ratelimit-") {
+                    self.families |= family::X;
                     self.record_x(rest, name, value);
                     return;
                 }
@@ -430,25 +468,26 @@ impl<'h> Seen<'h> {
                     }
                     "x-rate-limit-remaining" => first(&mut self.hyphen.remaining, name, value),
                     "x-rate-limit-reset" => first(&mut self.hyphen.reset, name, value),
-                    _ => {}
+                    _ => return,
                 }
+                self.families |= family::HYPHEN;
+                return;
             }
             Some(b's') if text == "x-shopify-shop-api-call-limit" => {
                 first(&mut self.shopify, name, value);
             }
             Some(b'b') if text == "x-beta-ratelimit-reason" => first(&mut self.reason, name, value),
-            Some(b'm') => {
-                if let Some(rest) = text.strip_prefix("x-ms-ratelimit-remaining-") {
-                    self.arm.push((rest, (name, value)));
-                }
-            }
-            Some(b'h') => {
-                if let Some(rest) = text.strip_prefix("x-hubspot-ratelimit-") {
-                    self.record_hubspot(rest, name, value);
-                }
-            }
-            _ => {}
+            Some(b'm') => match text.strip_prefix("x-ms-ratelimit-remaining-") {
+                Some(rest) => self.arm.push((rest, (name, value))),
+                None => return,
+            },
+            Some(b'h') => match text.strip_prefix("x-hubspot-ratelimit-") {
+                Some(rest) => self.record_hubspot(rest, name, value),
+                None => return,
+            },
+            _ => return,
         }
+        self.families |= family::OTHER;
     }
 
     fn record_x(&mut self, rest: &'h str, name: &'h HeaderName, value: &'h HeaderValue) {
@@ -564,18 +603,37 @@ impl Context<'_, '_> {
         self.age(seen.age);
         self.retry_after(seen.retry_after_ms, seen.retry_after);
 
-        self.ietf(&seen.ietf, Some(&seen.legacy));
-        self.ietf(&seen.beta_ietf, None);
-        self.x_ratelimit(&seen.x);
-        self.hyphenated(&seen.hyphen);
-        self.named(&seen.named);
-        self.shopify(seen.shopify);
-        self.salesforce(seen.salesforce);
-        self.azure_resource_manager(&seen.arm);
-        self.hubspot(&seen.hubspot);
-        self.zendesk(&seen.zendesk);
-        self.discord(&seen.x);
-        self.reason(seen.reason, seen.stripe_should_retry);
+        // The steps in their fixed order (it orders the policies and notes), each skipped
+        // when none of its lines came.
+        let has = |families: u16| seen.families & families != 0;
+        if has(family::IETF) {
+            self.ietf(&seen.ietf, Some(&seen.legacy));
+        }
+        if has(family::BETA) {
+            self.ietf(&seen.beta_ietf, None);
+        }
+        if has(family::X) {
+            self.x_ratelimit(&seen.x);
+        }
+        if has(family::HYPHEN) {
+            self.hyphenated(&seen.hyphen);
+        }
+        if has(family::X | family::ANTHROPIC) {
+            self.named(&seen.named);
+        }
+        if has(family::OTHER) {
+            self.shopify(seen.shopify);
+            self.salesforce(seen.salesforce);
+            self.azure_resource_manager(&seen.arm);
+            self.hubspot(&seen.hubspot);
+            self.zendesk(&seen.zendesk);
+        }
+        if has(family::X) {
+            self.discord(&seen.x);
+        }
+        if has(family::IETF | family::OTHER) {
+            self.reason(seen.reason, seen.stripe_should_retry);
+        }
 
         let status = self.out.status;
         self.out.rate_limited = status == StatusCode::TOO_MANY_REQUESTS
@@ -802,6 +860,15 @@ impl Context<'_, '_> {
 
     fn date(&mut self, field: Field<'_>) {
         let Some(line) = field else { return };
+        // The IMF-fixdate every server sends, read from the bytes: each byte of one is visible
+        // ASCII and neither end is whitespace, so `text` would hand it over unchanged.
+        if let Some(date) = imf_fixdate(line.1.as_bytes()) {
+            match date {
+                Some(date) => self.base = date,
+                None => self.note(line.0, IgnoreReason::Malformed),
+            }
+            return;
+        }
         let Some(text) = self.text(line) else { return };
         match parse_http_date(text) {
             Some(date) => self.base = date,

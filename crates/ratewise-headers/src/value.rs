@@ -220,7 +220,7 @@ pub(crate) fn parse_http_date(input: &str) -> Option<i128> {
 /// text is not shaped as an IMF-fixdate (the caller then asks `httpdate`, which also reads the
 /// obsolete formats), `Some(None)` when it is shaped as one but is not a real date (a bad
 /// weekday, 31 Apr, a year outside 1970..=9999, 60 seconds), as `httpdate` rejects it.
-fn imf_fixdate(b: &[u8]) -> Option<Option<i128>> {
+pub(crate) fn imf_fixdate(b: &[u8]) -> Option<Option<i128>> {
     if b.len() != 29 || &b[25..] != b" GMT" || b[16] != b' ' || b[19] != b':' || b[22] != b':' {
         return None;
     }

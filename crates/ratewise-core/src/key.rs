@@ -5,7 +5,8 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, Hash, Hasher};
-use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::thread::LocalKey;
 
 use arc_swap::ArcSwap;
@@ -227,9 +228,8 @@ const MAX_INTERNED_HOSTS: usize = 4096;
 /// Keys are interned: the first request to a host allocates its key, later ones clone it. Up
 /// to 4096 hosts are remembered; beyond that, keys are allocated per request (still correct).
 /// Looking up a known host takes no lock (the table is a copy-on-write snapshot), so clones used
-/// from many threads at once do not contend; each thread also remembers the last host it looked
-/// up (with a weak reference to the table), so a run of requests to one host skips even the
-/// hash lookup.
+/// from many threads at once do not contend; each thread also remembers the last two hosts it
+/// looked up, so requests to those skip even the hash lookup.
 ///
 /// The authority is used as written apart from case, userinfo and the scheme's default port:
 /// `https://api.example.com:443/` and `https://API.example.com/` share the key
@@ -281,13 +281,19 @@ impl KeyFn for ByHost {
 /// (`Key` and `Arc` clones, no allocation per entry), rare (once per host) and bounded by
 /// [`MAX_INTERNED_HOSTS`].
 struct Interned<V> {
+    /// Unique in the process: names the table in the threads' memos.
+    id: u64,
     snapshot: ArcSwap<HashMap<Key, V, foldhash::fast::RandomState>>,
     writer: Mutex<()>,
 }
 
+/// The next [`Interned::id`].
+static NEXT_TABLE_ID: AtomicU64 = AtomicU64::new(0);
+
 impl<V> Default for Interned<V> {
     fn default() -> Self {
         Interned {
+            id: NEXT_TABLE_ID.fetch_add(1, Ordering::Relaxed),
             snapshot: ArcSwap::from_pointee(HashMap::default()),
             writer: Mutex::new(()),
         }
@@ -305,48 +311,54 @@ impl<V> fmt::Debug for Interned<V> {
 /// A host's (bucket, combined key) pairs in a [`ByHostAndRoute`] table.
 type Pairs = Arc<[(Key, Key)]>;
 
-/// The last host a thread looked up in an intern table, with what the table holds for it.
+/// A host a thread looked up in an intern table, with what the table holds for it.
 ///
-/// Requests of one thread mostly go to the host of the one before, so a key function first
-/// compares the host with its thread's memo: no hash, no snapshot load. The memo holds a
-/// [`Weak`] reference to its table, which keeps the table's address from being reused while
-/// the memo names it, and holds no more than one host's entry (what it names stays allocated
-/// until the thread looks up another host, or exits, even if the table is dropped).
+/// Requests of one thread mostly go to the host of one of the last two, so a key function
+/// first compares the host with its thread's two memos (the most recent first): no hash, no
+/// snapshot load. A memo names its table by [`Interned::id`] (no reference to it, so replacing
+/// a memo writes no cache line that other threads share but the entry's own reference counts),
+/// and holds one host's entry: what it names stays allocated until the thread has looked up
+/// two other hosts, or exits, even if the table is dropped.
 struct Memo<V> {
-    table: Weak<Interned<V>>,
+    table: u64,
     host: Key,
     value: V,
 }
 
-type MemoCell<V> = RefCell<Option<Memo<V>>>;
+/// A thread's memos of one kind of table, the most recently used first.
+type MemoCell<V> = RefCell<[Option<Memo<V>>; 2]>;
 
 thread_local! {
-    static HOST_MEMO: MemoCell<()> = const { RefCell::new(None) };
-    static ROUTE_MEMO: MemoCell<Pairs> = const { RefCell::new(None) };
+    static HOST_MEMO: MemoCell<()> = const { RefCell::new([None, None]) };
+    static ROUTE_MEMO: MemoCell<Pairs> = const { RefCell::new([None, None]) };
 }
 
 impl<V: Clone + 'static> Interned<V> {
     /// What `found` makes of the host's entry (its interned key and value), from the thread's
-    /// memo or else from the snapshot (which then becomes the memo); `None` when the table
-    /// does not hold the host or `found` finds nothing in its entry.
+    /// memos or else from the snapshot (which then replaces the least recent memo); `None`
+    /// when the table does not hold the host or `found` finds nothing in its entry.
     #[inline]
     fn lookup<R>(
-        self: &Arc<Self>,
+        &self,
         memo: &'static LocalKey<MemoCell<V>>,
         host: &str,
         found: impl Fn(&Key, &V) -> Option<R>,
     ) -> Option<R> {
+        let names = |memo: &Option<Memo<V>>| {
+            memo.as_ref()
+                .is_some_and(|memo| memo.table == self.id && memo.host.as_str() == host)
+        };
         let remembered = memo
-            .try_with(|memo| {
-                let memo = memo.try_borrow().ok()?;
-                let memo = memo.as_ref()?;
-                if std::ptr::eq(memo.table.as_ptr(), Arc::as_ptr(self))
-                    && memo.host.as_str() == host
-                {
-                    found(&memo.host, &memo.value)
-                } else {
-                    None
+            .try_with(|memos| {
+                let mut memos = memos.try_borrow_mut().ok()?;
+                if !names(&memos[0]) {
+                    if !names(&memos[1]) {
+                        return None;
+                    }
+                    memos.swap(0, 1);
                 }
+                let memo = memos[0].as_ref()?;
+                found(&memo.host, &memo.value)
             })
             .ok()
             .flatten();
@@ -357,7 +369,7 @@ impl<V: Clone + 'static> Interned<V> {
     }
 
     fn lookup_snapshot<R>(
-        self: &Arc<Self>,
+        &self,
         memo: &'static LocalKey<MemoCell<V>>,
         host: &str,
         found: impl Fn(&Key, &V) -> Option<R>,
@@ -366,14 +378,19 @@ impl<V: Clone + 'static> Interned<V> {
         let (key, value) = snapshot.get_key_value(host)?;
         let result = found(key, value);
         let remember = Memo {
-            table: Arc::downgrade(self),
+            table: self.id,
             host: key.clone(),
             value: value.clone(),
         };
         drop(snapshot);
         // The memo it replaces is dropped after the borrow ends.
         let _replaced = memo
-            .try_with(|memo| memo.try_borrow_mut().ok()?.replace(remember))
+            .try_with(|memos| {
+                let mut memos = memos.try_borrow_mut().ok()?;
+                let replaced = memos[1].replace(remember);
+                memos.swap(0, 1);
+                replaced
+            })
             .ok()
             .flatten();
         result
@@ -867,6 +884,17 @@ mod tests {
         let from_c = c.key(&parts("https://x.test/"));
         assert!(Arc::ptr_eq(&from_c.name, &interned(&c, "x.test").name));
         assert_eq!(c.key(&parts("https://y.test/")).as_str(), "y.test");
+        // Two, then three hosts in turn (hits in either memo, then misses that replace them).
+        for hosts in [&["x.test", "y.test"][..], &["x.test", "y.test", "z.test"]] {
+            for _ in 0..3 {
+                for host in hosts {
+                    let key = c.key(&parts(&format!("https://{host}/")));
+                    assert!(Arc::ptr_eq(&key.name, &interned(&c, host).name));
+                    let other = b.key(&parts(&format!("https://{host}/")));
+                    assert!(Arc::ptr_eq(&other.name, &interned(&b, host).name));
+                }
+            }
+        }
 
         let routes = RouteTable::builder()
             .prefix("/a", "a")

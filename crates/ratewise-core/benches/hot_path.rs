@@ -15,7 +15,7 @@
 //! counted, cache-line transfers between the two threads are.
 //!
 //! With `HOT_PATH_CALLGRIND=1` it runs each case [`CALLS`] times through a function that is
-//! never inlined (`cg_by_host`, `cg_by_host_and_route`, `cg_by_route`, `cg_keyed_hit_*`,
+//! never inlined (`cg_by_host*`, `cg_by_host_and_route*`, `cg_by_route`, `cg_keyed_hit_*`,
 //! `cg_keyed_get`), for counting instructions: under
 //! `valgrind --tool=callgrind <bench binary>`, a function's inclusive Ir / [`CALLS`] is the
 //! instructions per call (`callgrind_annotate --inclusive=yes`).
@@ -232,6 +232,26 @@ fn cg_by_host(key_fn: &ByHost, request: &Parts) {
     }
 }
 
+/// Two hosts in turn: every call finds its host in the thread's second memo.
+#[inline(never)]
+fn cg_by_host_two_hosts(key_fn: &ByHost, requests: &[Parts]) {
+    by_host_in_turn(key_fn, requests);
+}
+
+/// Three hosts in turn: every call misses both memos (the worst case).
+#[inline(never)]
+fn cg_by_host_three_hosts(key_fn: &ByHost, requests: &[Parts]) {
+    by_host_in_turn(key_fn, requests);
+}
+
+#[inline(always)]
+fn by_host_in_turn(key_fn: &ByHost, requests: &[Parts]) {
+    for i in 0..CALLS {
+        let request = &requests[i as usize % requests.len()];
+        drop(black_box(key_fn.key(black_box(request))));
+    }
+}
+
 #[inline(never)]
 fn cg_by_host_and_route(key_fn: &ByHostAndRoute, request: &Parts) {
     for _ in 0..CALLS {
@@ -311,6 +331,16 @@ fn callgrind_mode() {
     let by_host = ByHost::new();
     by_host.key(&request);
     cg_by_host(&by_host, &request);
+    let hosts = [
+        parts("https://api.github.com/repos/rust-lang/rust"),
+        parts("https://uploads.github.com/repos/rust-lang/rust"),
+        parts("https://raw.githubusercontent.com/rust-lang/rust/README.md"),
+    ];
+    for request in &hosts {
+        by_host.key(request);
+    }
+    cg_by_host_two_hosts(&by_host, &hosts[..2]);
+    cg_by_host_three_hosts(&by_host, &hosts);
 
     let by_host_and_route = ByHostAndRoute::new(github_routes());
     by_host_and_route.key(&request);

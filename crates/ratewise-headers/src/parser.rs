@@ -245,7 +245,8 @@ impl<T, const N: usize> Small<T, N> {
     }
 
     fn iter(&self) -> impl Iterator<Item = &T> {
-        self.inline.iter().flatten().chain(&self.spill)
+        let inline = &self.inline[..self.len.min(N)];
+        inline.iter().flatten().chain(&self.spill)
     }
 
     fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> {
@@ -769,7 +770,17 @@ impl Context<'_, '_> {
         text: &str,
         format: ResetFormat,
     ) -> Option<Duration> {
-        match parse_number(text) {
+        // A value ending in a unit or a zone (`6m0s`, `...Z`, `... GMT`) is no number: go
+        // straight to the other notations, as `parse_number` would find it malformed.
+        let number = match text.as_bytes().last() {
+            Some(last)
+                if !matches!(last, b'0'..=b'9' | b'.' | b' ' | b'\t') && !text.contains(',') =>
+            {
+                Err(ValueError::Malformed)
+            }
+            _ => parse_number(text),
+        };
+        match number {
             Ok(decimal) => self.reset_number(header, decimal, format),
             Err(ValueError::Negative) => {
                 self.note(header, IgnoreReason::Negative);
@@ -1600,6 +1611,14 @@ fn joined<'t>(texts: &Small<&'t str, 2>) -> Cow<'t, str> {
 }
 
 fn unit_from_name(name: &str) -> Unit {
+    // The names sent on every response, without the substring searches below.
+    match name {
+        "requests" => return Unit::Requests,
+        "tokens" => return Unit::Tokens,
+        "input-tokens" => return Unit::InputTokens,
+        "output-tokens" => return Unit::OutputTokens,
+        _ => {}
+    }
     if name.contains("input-tokens") || name.contains("input_tokens") {
         Unit::InputTokens
     } else if name.contains("output-tokens") || name.contains("output_tokens") {

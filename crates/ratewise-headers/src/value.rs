@@ -138,6 +138,10 @@ pub(crate) fn parse_decimal(input: &str) -> Result<Decimal, ValueError> {
 
 /// A `Duration` from nanoseconds, saturating at `u64::MAX` seconds.
 pub(crate) fn duration_from_nanos(nanos: u128) -> Duration {
+    if let Ok(nanos) = u64::try_from(nanos) {
+        // Every duration a server means (up to 584 years): 64-bit division, not 128-bit.
+        return Duration::from_nanos(nanos);
+    }
     let secs = nanos / NANOS_PER_SEC;
     if secs > u128::from(u64::MAX) {
         return Duration::MAX;
@@ -173,23 +177,23 @@ pub(crate) fn parse_go_duration(input: &str) -> Result<Duration, ValueError> {
         }
         let number = parse_decimal(&rest[..number_len])?;
         rest = &rest[number_len..];
-        const UNITS: [(&str, u128); 8] = [
-            ("ns", 1),
-            ("us", 1_000),
-            ("\u{b5}s", 1_000),
-            ("\u{3bc}s", 1_000),
-            ("ms", 1_000_000),
-            ("h", 3_600 * NANOS_PER_SEC),
-            ("m", 60 * NANOS_PER_SEC),
-            ("s", NANOS_PER_SEC),
-        ];
-        let Some((unit, unit_nanos)) = UNITS.iter().find(|(unit, _)| rest.starts_with(unit)) else {
-            return Err(ValueError::Malformed);
+        // The first unit that matches, in this order: `ms` before `m`.
+        let (unit_len, unit_nanos): (usize, u128) = match rest.as_bytes() {
+            [b'n', b's', ..] => (2, 1),
+            [b'u', b's', ..] => (2, 1_000),
+            // `µ` (U+00B5) and `μ` (U+03BC) in UTF-8.
+            [0xC2, 0xB5, b's', ..] | [0xCE, 0xBC, b's', ..] => (3, 1_000),
+            [b'm', b's', ..] => (2, 1_000_000),
+            [b'h', ..] => (1, 3_600 * NANOS_PER_SEC),
+            [b'm', ..] => (1, 60 * NANOS_PER_SEC),
+            [b's', ..] => (1, NANOS_PER_SEC),
+            _ => return Err(ValueError::Malformed),
         };
-        rest = &rest[unit.len()..];
-        let part = u128::from(number.whole)
-            .saturating_mul(*unit_nanos)
-            .saturating_add(u128::from(number.nanos) * unit_nanos / NANOS_PER_SEC);
+        rest = &rest[unit_len..];
+        let mut part = u128::from(number.whole).saturating_mul(unit_nanos);
+        if number.nanos != 0 {
+            part = part.saturating_add(u128::from(number.nanos) * unit_nanos / NANOS_PER_SEC);
+        }
         total = total.saturating_add(part);
     }
     if negative {
@@ -221,41 +225,45 @@ pub(crate) fn parse_http_date(input: &str) -> Option<i128> {
 /// obsolete formats), `Some(None)` when it is shaped as one but is not a real date (a bad
 /// weekday, 31 Apr, a year outside 1970..=9999, 60 seconds), as `httpdate` rejects it.
 pub(crate) fn imf_fixdate(b: &[u8]) -> Option<Option<i128>> {
-    if b.len() != 29 || &b[25..] != b" GMT" || b[16] != b' ' || b[19] != b':' || b[22] != b':' {
+    // Fixed positions, compared byte by byte (no slice comparisons, no bounds checks).
+    let b: &[u8; 29] = b.try_into().ok()?;
+    if [b[3], b[4], b[7], b[11], b[16], b[19], b[22]] != *b",    ::"
+        || [b[25], b[26], b[27], b[28]] != *b" GMT"
+    {
         return None;
     }
-    let two = |at: usize| {
-        let (high, low) = (b[at].wrapping_sub(b'0'), b[at + 1].wrapping_sub(b'0'));
+    let two = |high: u8, low: u8| {
+        let (high, low) = (high.wrapping_sub(b'0'), low.wrapping_sub(b'0'));
         (high < 10 && low < 10).then(|| i64::from(high * 10 + low))
     };
-    let second = two(23)?;
-    let minute = two(20)?;
-    let hour = two(17)?;
-    let day = two(5)?;
-    let month = match &b[7..12] {
-        b" Jan " => 1,
-        b" Feb " => 2,
-        b" Mar " => 3,
-        b" Apr " => 4,
-        b" May " => 5,
-        b" Jun " => 6,
-        b" Jul " => 7,
-        b" Aug " => 8,
-        b" Sep " => 9,
-        b" Oct " => 10,
-        b" Nov " => 11,
-        b" Dec " => 12,
+    let second = two(b[23], b[24])?;
+    let minute = two(b[20], b[21])?;
+    let hour = two(b[17], b[18])?;
+    let day = two(b[5], b[6])?;
+    let month = match [b[8], b[9], b[10]] {
+        [b'J', b'a', b'n'] => 1,
+        [b'F', b'e', b'b'] => 2,
+        [b'M', b'a', b'r'] => 3,
+        [b'A', b'p', b'r'] => 4,
+        [b'M', b'a', b'y'] => 5,
+        [b'J', b'u', b'n'] => 6,
+        [b'J', b'u', b'l'] => 7,
+        [b'A', b'u', b'g'] => 8,
+        [b'S', b'e', b'p'] => 9,
+        [b'O', b'c', b't'] => 10,
+        [b'N', b'o', b'v'] => 11,
+        [b'D', b'e', b'c'] => 12,
         _ => return None,
     };
-    let year = two(12)? * 100 + two(14)?;
-    let weekday = match &b[..5] {
-        b"Mon, " => 0,
-        b"Tue, " => 1,
-        b"Wed, " => 2,
-        b"Thu, " => 3,
-        b"Fri, " => 4,
-        b"Sat, " => 5,
-        b"Sun, " => 6,
+    let year = two(b[12], b[13])? * 100 + two(b[14], b[15])?;
+    let weekday = match [b[0], b[1], b[2]] {
+        [b'M', b'o', b'n'] => 0,
+        [b'T', b'u', b'e'] => 1,
+        [b'W', b'e', b'd'] => 2,
+        [b'T', b'h', b'u'] => 3,
+        [b'F', b'r', b'i'] => 4,
+        [b'S', b'a', b't'] => 5,
+        [b'S', b'u', b'n'] => 6,
         _ => return None,
     };
     if second > 59
@@ -436,6 +444,16 @@ mod tests {
             parse_go_duration(&format!("{}h", "9".repeat(40))),
             Ok(Duration::MAX)
         );
+    }
+
+    #[test]
+    fn imf_fixdates_take_the_fast_path() {
+        // RFC 9110's example; `None` would mean "not shaped as one, ask httpdate".
+        let nanos = 784_111_777 * NANOS_PER_SEC as i128;
+        assert_eq!(imf_fixdate(b"Sun, 06 Nov 1994 08:49:37 GMT"), Some(Some(nanos)));
+        assert_eq!(imf_fixdate(b"Mon, 06 Nov 1994 08:49:37 GMT"), Some(None));
+        assert_eq!(imf_fixdate(b"Sun, 31 Apr 2024 08:49:37 GMT"), Some(None));
+        assert_eq!(imf_fixdate(b"Sunday, 06-Nov-94 08:49:37 GMT"), None);
     }
 
     #[test]

@@ -240,32 +240,24 @@ pub(crate) fn imf_fixdate(b: &[u8]) -> Option<Option<i128>> {
     let minute = two(b[20], b[21])?;
     let hour = two(b[17], b[18])?;
     let day = two(b[5], b[6])?;
-    let month = match [b[8], b[9], b[10]] {
-        [b'J', b'a', b'n'] => 1,
-        [b'F', b'e', b'b'] => 2,
-        [b'M', b'a', b'r'] => 3,
-        [b'A', b'p', b'r'] => 4,
-        [b'M', b'a', b'y'] => 5,
-        [b'J', b'u', b'n'] => 6,
-        [b'J', b'u', b'l'] => 7,
-        [b'A', b'u', b'g'] => 8,
-        [b'S', b'e', b'p'] => 9,
-        [b'O', b'c', b't'] => 10,
-        [b'N', b'o', b'v'] => 11,
-        [b'D', b'e', b'c'] => 12,
-        _ => return None,
+    const MONTHS: [[u8; 3]; 12] = [
+        *b"Jan", *b"Feb", *b"Mar", *b"Apr", *b"May", *b"Jun", *b"Jul", *b"Aug", *b"Sep", *b"Oct",
+        *b"Nov", *b"Dec",
+    ];
+    const WEEKDAYS: [[u8; 3]; 7] = [
+        *b"Mon", *b"Tue", *b"Wed", *b"Thu", *b"Fri", *b"Sat", *b"Sun",
+    ];
+    let index_of = |table: &[[u8; 3]], name: [u8; 3]| {
+        // At most 12 entries: the index fits any integer.
+        table
+            .iter()
+            .position(|entry| *entry == name)
+            .map(|index| index as i64)
     };
+    let month = index_of(&MONTHS, [b[8], b[9], b[10]])? + 1;
     let year = two(b[12], b[13])? * 100 + two(b[14], b[15])?;
-    let weekday = match [b[0], b[1], b[2]] {
-        [b'M', b'o', b'n'] => 0,
-        [b'T', b'u', b'e'] => 1,
-        [b'W', b'e', b'd'] => 2,
-        [b'T', b'h', b'u'] => 3,
-        [b'F', b'r', b'i'] => 4,
-        [b'S', b'a', b't'] => 5,
-        [b'S', b'u', b'n'] => 6,
-        _ => return None,
-    };
+    // Monday is 0.
+    let weekday = index_of(&WEEKDAYS, [b[0], b[1], b[2]])?;
     if second > 59
         || minute > 59
         || hour > 23
@@ -450,7 +442,10 @@ mod tests {
     fn imf_fixdates_take_the_fast_path() {
         // RFC 9110's example; `None` would mean "not shaped as one, ask httpdate".
         let nanos = 784_111_777 * NANOS_PER_SEC as i128;
-        assert_eq!(imf_fixdate(b"Sun, 06 Nov 1994 08:49:37 GMT"), Some(Some(nanos)));
+        assert_eq!(
+            imf_fixdate(b"Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Some(nanos))
+        );
         assert_eq!(imf_fixdate(b"Mon, 06 Nov 1994 08:49:37 GMT"), Some(None));
         assert_eq!(imf_fixdate(b"Sun, 31 Apr 2024 08:49:37 GMT"), Some(None));
         assert_eq!(imf_fixdate(b"Sunday, 06-Nov-94 08:49:37 GMT"), None);

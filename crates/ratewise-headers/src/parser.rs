@@ -174,12 +174,12 @@ impl Parser {
         for (name, value) in headers {
             seen.record(name, value);
         }
-        let received = unix_nanos(received_at);
         // Filled in place: the result is a few hundred bytes, not worth copying out.
         let mut out = RateLimitInfo::new(status);
         let mut cx = Context {
             parser: self,
-            base: received,
+            received_at,
+            base: None,
             cached: false,
             kept_age: None,
             out: &mut out,
@@ -590,8 +590,10 @@ struct Quota {
 /// The parse state of one response.
 struct Context<'p, 'o> {
     parser: &'p Parser,
-    /// The server's "now" in Unix nanoseconds: `Date` when valid, else the receive time.
-    base: i128,
+    /// The server's "now" in Unix nanoseconds: `Date` when valid, else (filled in by
+    /// [`base`](Self::base) on first use) the receive time.
+    base: Option<i128>,
+    received_at: SystemTime,
     cached: bool,
     /// The `Age` of a cached response whose fields are kept (`honor_age(false)`).
     kept_age: Option<Duration>,
@@ -644,6 +646,14 @@ impl Context<'_, '_> {
     }
 
     // ---- helpers -------------------------------------------------------------------------
+
+    /// The server's "now" in Unix nanoseconds: `Date` when valid, else the receive time (read
+    /// only when an absolute time needs it).
+    fn base(&mut self) -> i128 {
+        *self
+            .base
+            .get_or_insert_with(|| unix_nanos(self.received_at))
+    }
 
     fn note(&mut self, header: &HeaderName, reason: IgnoreReason) {
         if self.out.ignored.len() < MAX_IGNORED {
@@ -754,7 +764,7 @@ impl Context<'_, '_> {
     /// The time from the server's "now" (`Date`, else receipt) until `at`; past times give
     /// zero, implausibly old epochs are dropped.
     fn until(&mut self, header: &HeaderName, at: i128) -> Option<Duration> {
-        let ahead = at - self.base;
+        let ahead = at - self.base();
         if ahead < -EPOCH_PAST_TOLERANCE_NANOS {
             self.note(header, IgnoreReason::ImplausibleEpoch);
             return None;
@@ -875,14 +885,14 @@ impl Context<'_, '_> {
         // ASCII and neither end is whitespace, so `text` would hand it over unchanged.
         if let Some(date) = imf_fixdate(line.1.as_bytes()) {
             match date {
-                Some(date) => self.base = date,
+                Some(date) => self.base = Some(date),
                 None => self.note(line.0, IgnoreReason::Malformed),
             }
             return;
         }
         let Some(text) = self.text(line) else { return };
         match parse_http_date(text) {
-            Some(date) => self.base = date,
+            Some(date) => self.base = Some(date),
             None => self.note(line.0, IgnoreReason::Malformed),
         }
     }
@@ -934,7 +944,7 @@ impl Context<'_, '_> {
     }
 
     fn until_date(&mut self, header: &HeaderName, at: i128) -> Option<Duration> {
-        let ahead = u128::try_from(at - self.base).unwrap_or(0);
+        let ahead = u128::try_from(at - self.base()).unwrap_or(0);
         Some(self.clamp(header, duration_from_nanos(ahead)))
     }
 

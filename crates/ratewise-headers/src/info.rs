@@ -85,7 +85,7 @@ pub enum Scope {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
     /// Borrowed for the names servers send on every response (`core`, `requests`, ...), so
-    /// the common dialects allocate nothing (see `parser::name`).
+    /// the common dialects allocate nothing (see `policy_name`).
     pub(crate) name: Option<Cow<'static, str>>,
     pub(crate) limit: Option<u64>,
     pub(crate) remaining: Option<u64>,

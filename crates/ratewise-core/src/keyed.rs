@@ -12,10 +12,14 @@ use crate::key::Key;
 
 const SHARDS: usize = 16;
 
-/// A hit records its time only when the key's last use is older than this: LRU order and idle
-/// eviction need no finer time, and skipping the store keeps threads that hit the same key from
-/// writing (and bouncing) its cache line on every request.
+/// [`KeyedState::get`] records its time only when the key's last use is older than this: LRU
+/// order and idle eviction need no finer time, and skipping the store keeps threads that read
+/// the same key from writing (and bouncing) its cache line on every call.
 const TOUCH_GRANULARITY_NANOS: u64 = 1_000_000;
+
+/// The low bit of [`Slot::last_used`]: the key was used, by a hit that read no clock, since the
+/// time in the other bits (see [`Slot::mark_used`]).
+const USED: u64 = 1;
 
 /// Limits of a [`KeyedState`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,8 +44,9 @@ impl KeyedStateConfig {
         self
     }
 
-    /// Keys not used for this long, and not held by anyone, are evicted [10 minutes]. `None`
-    /// keeps keys until the cap pushes them out.
+    /// Keys not used for this long, and not held by anyone, are evicted [10 minutes]: never
+    /// sooner, and perhaps a sweep later (see [`KeyedState`]). `None` keeps keys until the
+    /// cap pushes them out.
     pub const fn idle_timeout(mut self, idle_timeout: Option<Duration>) -> Self {
         self.idle_timeout = idle_timeout;
         self
@@ -92,12 +97,22 @@ impl std::error::Error for KeyedStateError {}
 ///   shards and allocate nothing.
 /// - **Idle eviction** on tokio's clock (so it follows a paused clock in tests): a key not used
 ///   for `idle_timeout` whose state nobody holds (no outstanding [`Arc`] from
-///   [`get_or_insert_with`](Self::get_or_insert_with)) is removed by the next sweep. Sweeps run
+///   [`get_or_insert_with`](Self::get_or_insert_with)) is removed by a sweep. Sweeps run
 ///   while inserting new keys, at most every quarter of `idle_timeout`, or when
-///   [`evict_idle`](Self::evict_idle) is called.
+///   [`evict_idle`](Self::evict_idle) is called. A key is never evicted less than
+///   `idle_timeout` after its last use; see below for how late it may be.
+/// - **Hits read no clock.** A hit through [`with_or_insert`](Self::with_or_insert) or
+///   [`get_or_insert_with`](Self::get_or_insert_with) only marks its key used (one load, and a
+///   store the first time after each sweep); the next sweep, or eviction for the cap, stamps
+///   every marked key with its own time. So a key last used by such a hit counts as used at
+///   the first sweep after that hit: it is evicted by the first sweep at least `idle_timeout`
+///   after that one (later than its use by up to the time between the two sweeps, a quarter of
+///   `idle_timeout` or more when keys are inserted rarely). Inserts and
+///   [`get`](Self::get) record their own time.
 /// - **A hard cap** on the number of keys: when an insert would pass `max_keys`, the least
 ///   recently used keys are evicted (unheld ones first), in a batch of 1/16 of the cap so the
-///   cost of the scan is amortized. The map never holds more than `max_keys` keys once every
+///   cost of the scan is amortized. Keys used only by hits since the previous sweep or cap
+///   eviction count as used at the time of this one, as in the CLOCK approximation of LRU. The map never holds more than `max_keys` keys once every
 ///   call that inserts has returned; while threads insert new keys at the same moment, it may
 ///   hold up to one more per such thread, which each of them evicts before returning.
 ///   Evictions are serialized, so racing inserts never evict more than one batch between them.
@@ -151,7 +166,7 @@ fn entry_prehash<V>(entry: &Entry<V>) -> u64 {
 
 struct Slot<V> {
     value: Arc<V>,
-    /// Nanoseconds since the map's epoch.
+    /// Nanoseconds since the map's epoch of the last recorded use, in the bits above [`USED`].
     last_used: AtomicU64,
 }
 
@@ -234,16 +249,15 @@ impl<V> KeyedState<V> {
         f: impl FnOnce(&Arc<V>) -> R,
     ) -> R {
         let shared = &*self.shared;
-        let now = shared.now_nanos();
         let shard = shared.shard(key);
         {
             let map = read(shard);
             if let Some(entry) = map.find(key.prehash(), |entry| entry.key == *key) {
-                entry.slot.touch(now);
+                entry.slot.mark_used();
                 return f(&entry.slot.value);
             }
         }
-        self.insert_slow(key, init, now, f)
+        self.insert_slow(key, init, shared.now_nanos(), f)
     }
 
     #[cold]
@@ -273,7 +287,7 @@ impl<V> KeyedState<V> {
                         key: key.clone(),
                         slot: Slot {
                             value: Arc::new(init()),
-                            last_used: AtomicU64::new(now),
+                            last_used: AtomicU64::new(now & !USED),
                         },
                     }
                 })
@@ -329,14 +343,19 @@ impl<V> KeyedState<V> {
         let Some(idle) = shared.config.idle_timeout else {
             return 0;
         };
-        let now = shared.now_nanos();
-        shared.last_sweep.store(now, Ordering::Relaxed);
+        shared
+            .last_sweep
+            .store(shared.now_nanos(), Ordering::Relaxed);
         let idle = duration_nanos(idle);
         let mut removed = 0;
         for Shard(shard) in shared.shards.iter() {
-            write(shard).retain(|Entry { slot, .. }| {
-                let keep = Arc::strong_count(&slot.value) > 1
-                    || now.saturating_sub(slot.last_used.load(Ordering::Relaxed)) < idle;
+            let mut map = write(shard);
+            // Read under the lock: no hit of this shard is running, so each marked key was
+            // used at or before this time.
+            let now = shared.now_nanos();
+            map.retain(|Entry { slot, .. }| {
+                let used = slot.harvest(now);
+                let keep = Arc::strong_count(&slot.value) > 1 || now.saturating_sub(used) < idle;
                 removed += usize::from(!keep);
                 keep
             });
@@ -370,10 +389,14 @@ impl<V> KeyedState<V> {
         let _evicting = lock(&shared.evicting);
         let mut candidates: Vec<(bool, u64, usize, Key)> = Vec::new();
         for (index, Shard(shard)) in shared.shards.iter().enumerate() {
-            for Entry { key, slot } in read(shard).iter() {
+            // Exclusive, with the time read under the lock, to stamp the marked keys (as a
+            // sweep does).
+            let map = write(shard);
+            let now = shared.now_nanos();
+            for Entry { key, slot } in map.iter() {
+                let used = slot.harvest(now);
                 if key != keep {
                     let held = Arc::strong_count(&slot.value) > 1;
-                    let used = slot.last_used.load(Ordering::Relaxed);
                     candidates.push((held, used, index, key.clone()));
                 }
             }
@@ -411,16 +434,39 @@ impl<V> Shared<V> {
 }
 
 impl<V> Slot<V> {
-    fn touch(&self, now: u64) {
-        // Relaxed max: an older timestamp racing in only makes eviction a little earlier.
-        if self
-            .last_used
-            .load(Ordering::Relaxed)
-            .saturating_add(TOUCH_GRANULARITY_NANOS)
-            <= now
-        {
-            self.last_used.store(now, Ordering::Relaxed);
+    /// A use at a time the caller did not read: marks the slot, which a hit of many threads
+    /// then only reads (no store, no bouncing cache line) until the next sweep stamps it.
+    #[inline]
+    fn mark_used(&self) {
+        if self.last_used.load(Ordering::Relaxed) & USED == 0 {
+            self.last_used.fetch_or(USED, Ordering::Relaxed);
         }
+    }
+
+    /// A use at `now`, keeping the mark of a hit that may have raced in.
+    fn touch(&self, now: u64) {
+        let last = self.last_used.load(Ordering::Relaxed);
+        if (last & !USED).saturating_add(TOUCH_GRANULARITY_NANOS) <= now {
+            // Relaxed: an older timestamp racing in only makes eviction a little earlier, as
+            // does a failed exchange (another use was recorded meanwhile).
+            let _ = self.last_used.compare_exchange(
+                last,
+                (now & !USED) | (last & USED),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// The time of the last use, stamping a marked slot with `now`. Called under the shard's
+    /// write lock (no hit is running), with `now` read under it.
+    fn harvest(&self, now: u64) -> u64 {
+        let last = self.last_used.load(Ordering::Relaxed);
+        if last & USED == 0 {
+            return last;
+        }
+        self.last_used.store(now & !USED, Ordering::Relaxed);
+        now
     }
 }
 
@@ -451,6 +497,15 @@ fn lock<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicU32;
+
+    impl<V> KeyedState<V> {
+        /// Whether `key` is held, without recording a use.
+        fn get_without_touch(&self, key: &Key) -> bool {
+            read(self.shared.shard(key))
+                .find(key.prehash(), |entry| entry.key == *key)
+                .is_some()
+        }
+    }
 
     fn map(max_keys: usize, idle_secs: u64) -> KeyedState<AtomicU32> {
         KeyedState::new(
@@ -516,6 +571,95 @@ mod tests {
         // An insert runs the sweep by itself.
         state.with_or_insert(&Key::new("new"), || AtomicU32::new(0), |_| ());
         assert_eq!(state.len(), 1);
+    }
+
+    /// The relaxation of clock-free hits: a key last used by a hit counts as used at the next
+    /// sweep, so it outlives `idle_timeout` after its use by up to the gap between sweeps, and
+    /// is never evicted earlier. `get` records its own time.
+    #[tokio::test(start_paused = true)]
+    async fn hits_are_stamped_by_the_next_sweep_and_never_evicted_early() {
+        let state = map(100, 60);
+        let (hit, read) = (Key::new("hit"), Key::new("read"));
+        state.with_or_insert(&hit, || AtomicU32::new(0), |_| ());
+        state.with_or_insert(&read, || AtomicU32::new(0), |_| ());
+        tokio::time::advance(Duration::from_secs(30)).await;
+        state.with_or_insert(&hit, || unreachable!(), |_| ());
+        assert!(state.get(&read).is_some());
+        tokio::time::advance(Duration::from_secs(31)).await;
+        // 61 s: both used 31 s ago. The sweep stamps "hit" with 61 s.
+        assert_eq!(state.evict_idle(), 0);
+        tokio::time::advance(Duration::from_secs(29)).await;
+        // 90 s: "read" was read 60 s ago; "hit" was used 60 s ago too, but counts from 61 s.
+        assert_eq!(state.evict_idle(), 1);
+        assert!(state.get(&read).is_none());
+        tokio::time::advance(Duration::from_secs(30)).await;
+        // 120 s: 59 s after the stamp.
+        assert_eq!(state.evict_idle(), 0);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(state.evict_idle(), 1);
+        assert!(state.is_empty());
+    }
+
+    proptest::proptest! {
+        /// Whatever the interleaving of hits, reads, inserts, sweeps and waits: no key is
+        /// evicted less than `idle_timeout` after its last use, and every key is evicted by
+        /// the first sweep `idle_timeout` after the first sweep at or after its last use.
+        #[test]
+        fn idle_eviction_is_never_early_and_late_by_at_most_a_sweep(
+            ops in proptest::collection::vec((0u8..4, 0usize..4, 1u64..40), 1..60),
+        ) {
+            const IDLE: u64 = 60;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let state = map(100, IDLE);
+                let keys: Vec<Key> = (0..4).map(|i| Key::new(format!("k{i}"))).collect();
+                let start = tokio::time::Instant::now();
+                let secs = || start.elapsed().as_secs();
+                // Per key: the last use, and the first sweep at or after it.
+                let mut used: Vec<Option<(u64, Option<u64>)>> = vec![None; 4];
+                for (op, k, wait) in ops {
+                    let key = &keys[k];
+                    match op {
+                        0 => tokio::time::advance(Duration::from_secs(wait)).await,
+                        1 => {
+                            state.with_or_insert(key, || AtomicU32::new(0), |_| ());
+                            used[k] = Some((secs(), None));
+                        }
+                        2 => {
+                            if state.get(key).is_some() {
+                                used[k] = Some((secs(), None));
+                            }
+                        }
+                        _ => {
+                            let now = secs();
+                            state.evict_idle();
+                            for (k, slot) in used.iter_mut().enumerate() {
+                                let Some((last, first_sweep)) = slot else { continue };
+                                let sweep = *first_sweep.get_or_insert(now);
+                                let held = state.get_without_touch(&keys[k]);
+                                if held {
+                                    proptest::prop_assert!(
+                                        now - sweep < IDLE,
+                                        "k{k} used at {last}, swept at {sweep}, kept at {now}"
+                                    );
+                                } else {
+                                    proptest::prop_assert!(
+                                        now - *last >= IDLE,
+                                        "k{k} used at {last}, evicted at {now}"
+                                    );
+                                    *slot = None;
+                                }
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            })?;
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -105,17 +105,18 @@ impl std::error::Error for KeyedStateError {}
 ///   [`get_or_insert_with`](Self::get_or_insert_with) only marks its key used (one load, and a
 ///   store the first time after each sweep); the next sweep, or eviction for the cap, stamps
 ///   every marked key with its own time. So a key last used by such a hit counts as used at
-///   the first sweep after that hit: it is evicted by the first sweep at least `idle_timeout`
-///   after that one (later than its use by up to the time between the two sweeps, a quarter of
-///   `idle_timeout` or more when keys are inserted rarely). Inserts and
+///   the first sweep after that hit, and may stay past `idle_timeout` after its use by as long
+///   as that sweep took to come (sweeps come at most every quarter of `idle_timeout`, and only
+///   as often as keys are inserted or [`evict_idle`](Self::evict_idle) is called). Inserts and
 ///   [`get`](Self::get) record their own time.
 /// - **A hard cap** on the number of keys: when an insert would pass `max_keys`, the least
 ///   recently used keys are evicted (unheld ones first), in a batch of 1/16 of the cap so the
 ///   cost of the scan is amortized. Keys used only by hits since the previous sweep or cap
-///   eviction count as used at the time of this one, as in the CLOCK approximation of LRU. The map never holds more than `max_keys` keys once every
-///   call that inserts has returned; while threads insert new keys at the same moment, it may
-///   hold up to one more per such thread, which each of them evicts before returning.
-///   Evictions are serialized, so racing inserts never evict more than one batch between them.
+///   eviction count as used at the time of this one, as in the CLOCK approximation of LRU.
+///   The map never holds more than `max_keys` keys once every call that inserts has returned;
+///   while threads insert new keys at the same moment, it may hold up to one more per such
+///   thread, which each of them evicts before returning. Evictions are serialized, so racing
+///   inserts never evict more than one batch between them.
 /// - [`len`](Self::len) is exact whenever no call is running; during calls it may briefly count
 ///   a key that is being removed (never fewer keys than the map holds, never an underflow).
 ///

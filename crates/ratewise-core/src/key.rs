@@ -11,6 +11,7 @@ use std::thread::LocalKey;
 
 use arc_swap::ArcSwap;
 use http::request::Parts;
+use http::uri::Scheme;
 
 use crate::route::RouteTable;
 
@@ -440,9 +441,13 @@ fn with_host<R>(parts: &Parts, f: impl FnOnce(&str) -> R) -> R {
     let (start, upper) = scan_authority(authority.as_bytes());
     let host = authority.get(start..).unwrap_or(authority);
     // `api.github.com:443` over https is `api.github.com`: one server, one key.
-    let default_port: Option<&[u8]> = match parts.uri.scheme_str() {
-        Some(scheme) if scheme.eq_ignore_ascii_case("https") => Some(b":443"),
-        Some(scheme) if scheme.eq_ignore_ascii_case("http") => Some(b":80"),
+    // Parsed URIs hold the two schemes as constants, compared without reading a string; a
+    // built one may spell them in capitals.
+    let default_port: Option<&[u8]> = match parts.uri.scheme() {
+        Some(scheme) if *scheme == Scheme::HTTPS => Some(b":443"),
+        Some(scheme) if *scheme == Scheme::HTTP => Some(b":80"),
+        Some(scheme) if scheme.as_str().eq_ignore_ascii_case("https") => Some(b":443"),
+        Some(scheme) if scheme.as_str().eq_ignore_ascii_case("http") => Some(b":80"),
         _ => None,
     };
     let host = match default_port {
@@ -710,6 +715,16 @@ mod tests {
             let by_host = ByHost::new();
             let key = by_host.key(&parts);
             proptest::prop_assert_eq!(key.as_str(), found.as_str());
+            // The same URI built from its parts keeps the scheme as spelled.
+            let built = http::Uri::builder()
+                .scheme(scheme.as_str())
+                .authority(parts.uri.authority().unwrap().as_str())
+                .path_and_query(parts.uri.path())
+                .build()
+                .unwrap();
+            let mut parts = parts;
+            parts.uri = built;
+            proptest::prop_assert_eq!(&with_host(&parts, str::to_owned), &reference_host(&parts));
         }
 
         /// The word-at-a-time scan agrees with the byte loop on any bytes.

@@ -100,7 +100,8 @@ impl std::error::Error for KeyedStateError {}
 ///   [`get_or_insert_with`](Self::get_or_insert_with)) is removed by a sweep. Sweeps run
 ///   while inserting new keys, at most every quarter of `idle_timeout`, or when
 ///   [`evict_idle`](Self::evict_idle) is called. A key is never evicted less than
-///   `idle_timeout` after its last use; see below for how late it may be.
+///   `idle_timeout` after its last use (to within 1 ms: uses closer together than that record
+///   the first one's time); see below for how late it may be.
 /// - **Hits read no clock.** A hit through [`with_or_insert`](Self::with_or_insert) or
 ///   [`get_or_insert_with`](Self::get_or_insert_with) only marks its key used (one load, and a
 ///   store the first time after each sweep); the next sweep, or eviction for the cap, stamps
@@ -112,7 +113,11 @@ impl std::error::Error for KeyedStateError {}
 /// - **A hard cap** on the number of keys: when an insert would pass `max_keys`, the least
 ///   recently used keys are evicted (unheld ones first), in a batch of 1/16 of the cap so the
 ///   cost of the scan is amortized. Keys used only by hits since the previous sweep or cap
-///   eviction count as used at the time of this one, as in the CLOCK approximation of LRU.
+///   eviction count as used at the time of this one, as in the CLOCK approximation of LRU:
+///   after a long stretch without inserts, every key hit in it ties, and the batch is taken
+///   among them in no particular order (held keys still go last, and keys idle longer than
+///   `idle_timeout` are gone already). A victim is removed only if it is still the state that
+///   was chosen and, if it was unheld, nobody took or used it since.
 ///   The map never holds more than `max_keys` keys once every call that inserts has returned;
 ///   while threads insert new keys at the same moment, it may hold up to one more per such
 ///   thread, which each of them evicts before returning. Evictions are serialized, so racing
@@ -388,7 +393,9 @@ impl<V> KeyedState<V> {
         let shared = &*self.shared;
         // One eviction at a time; the scan below sees what an earlier one left.
         let _evicting = lock(&shared.evicting);
-        let mut candidates: Vec<(bool, u64, usize, Key)> = Vec::new();
+        // (held, last use, shard, key, identity of the state): the identity is an address,
+        // not a clone, so that taking it does not make the state look held.
+        let mut candidates: Vec<(bool, u64, usize, Key, usize)> = Vec::new();
         for (index, Shard(shard)) in shared.shards.iter().enumerate() {
             // Exclusive, with the time read under the lock, to stamp the marked keys (as a
             // sweep does).
@@ -398,7 +405,8 @@ impl<V> KeyedState<V> {
                 let used = slot.harvest(now);
                 if key != keep {
                     let held = Arc::strong_count(&slot.value) > 1;
-                    candidates.push((held, used, index, key.clone()));
+                    let identity = Arc::as_ptr(&slot.value) as *const () as usize;
+                    candidates.push((held, used, index, key.clone(), identity));
                 }
             }
         }
@@ -410,9 +418,15 @@ impl<V> KeyedState<V> {
             candidates.select_nth_unstable_by(count - 1, |a, b| (a.0, a.1).cmp(&(b.0, b.1)));
         }
         let mut removed = 0;
-        for (_, _, index, key) in candidates.into_iter().take(count) {
+        for (held, used, index, key, identity) in candidates.into_iter().take(count) {
             let mut map = write(&shared.shards[index].0);
-            if let Ok(found) = map.find_entry(key.prehash(), |entry| entry.key == key) {
+            let Ok(found) = map.find_entry(key.prehash(), |entry| entry.key == key) else {
+                continue;
+            };
+            // The locks were released since the scan: evict only the very state that was
+            // chosen, and an unheld one only if nobody took or used it meanwhile (a request
+            // that just joined a key's queue must not lose it to a stale choice).
+            if found.get().slot.still_chosen(held, used, identity) {
                 found.remove();
                 removed += 1;
             }
@@ -457,6 +471,15 @@ impl<V> Slot<V> {
                 Ordering::Relaxed,
             );
         }
+    }
+
+    /// Whether this is still the state an eviction chose: the same `Arc` (by `identity`), and,
+    /// if it was chosen as unheld, still unheld and unused since its last use was `used`.
+    fn still_chosen(&self, held: bool, used: u64, identity: usize) -> bool {
+        let same = Arc::as_ptr(&self.value) as *const () as usize == identity;
+        same && (held
+            || (Arc::strong_count(&self.value) == 1
+                && self.last_used.load(Ordering::Relaxed) == used & !USED))
     }
 
     /// The time of the last use, stamping a marked slot with `now`. Called under the shard's
@@ -506,6 +529,34 @@ mod tests {
                 .find(key.prehash(), |entry| entry.key == *key)
                 .is_some()
         }
+    }
+
+    /// Regression: an eviction released the shard locks between choosing its victims and
+    /// removing them, and removed a victim that a request had taken (held) or used
+    /// meanwhile, or a new state made under the same key.
+    #[test]
+    fn an_eviction_removes_only_the_state_it_chose_unchanged() {
+        let slot = Slot {
+            value: Arc::new(AtomicU32::new(0)),
+            last_used: AtomicU64::new(0),
+        };
+        let used = slot.harvest(1_000_001);
+        let identity = Arc::as_ptr(&slot.value) as *const () as usize;
+        assert!(slot.still_chosen(false, used, identity), "untouched");
+        assert!(
+            !slot.still_chosen(false, used, identity + 1),
+            "another state"
+        );
+        let taken = Arc::clone(&slot.value);
+        assert!(!slot.still_chosen(false, used, identity), "taken since");
+        assert!(slot.still_chosen(true, used, identity), "chosen as held");
+        drop(taken);
+        slot.mark_used();
+        assert!(!slot.still_chosen(false, used, identity), "hit since");
+        let used = slot.harvest(5_000_000);
+        assert!(slot.still_chosen(false, used, identity));
+        slot.touch(9_000_000);
+        assert!(!slot.still_chosen(false, used, identity), "read since");
     }
 
     fn map(max_keys: usize, idle_secs: u64) -> KeyedState<AtomicU32> {

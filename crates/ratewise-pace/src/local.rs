@@ -240,6 +240,8 @@ impl LocalLimiter {
     /// Keys whose bucket is full again (unused for one burst span) are dropped by a sweep at
     /// most every minute, which changes no decision. Only when `max_keys` buckets are all
     /// still refilling does an insert evict the ones closest to full (a debug event says so).
+    /// Threads inserting new keys at the same moment may pass the cap by one key each until
+    /// their calls return (each evicts before returning).
     pub fn with_max_keys(max_keys: usize) -> Self {
         LocalLimiter {
             store: Store::Own(Arc::new(BucketMap::new(max_keys))),

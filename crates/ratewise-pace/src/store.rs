@@ -142,7 +142,14 @@ impl BucketMap {
         let entry = table
             .find(hash, |entry| entry.key == *key)
             .expect("the bucket was just inserted");
-        f(&entry.bucket)
+        let result = f(&entry.bucket);
+        drop(table);
+        if self.len.load(Ordering::Relaxed) > self.max_keys {
+            // Inserts of other shards raced this one past the cap: bring it back before
+            // returning (from the other shards, so this key's fresh charge is never dropped).
+            self.evict_from_other_shards(shard, now);
+        }
+        result
     }
 
     /// Removes every full bucket (exactly safe: a full bucket equals a new one).
@@ -274,6 +281,30 @@ mod tests {
             4
         );
         assert!(map.tat(&other, 0).is_some(), "the new key is in");
+    }
+
+    /// Threads inserting keys of different shards at the cap leave the map at the cap once
+    /// they return (each rechecks after its insert).
+    #[test]
+    fn racing_inserts_at_the_cap_leave_it_respected() {
+        let map = BucketMap::new(64);
+        let quota = [Quota::per_second(10).unwrap().burst(2).unwrap()];
+        for round in 0..20 {
+            std::thread::scope(|scope| {
+                for thread in 0..4 {
+                    let map = &map;
+                    scope.spawn(move || {
+                        for i in 0..64 {
+                            let key = Key::new(format!("r{round}-t{thread}-{i}"));
+                            map.with(&key, 0, |b| b.acquire(&quota, 1, 0)).unwrap();
+                        }
+                    });
+                }
+            });
+            let held: usize = map.shards.iter().map(|shard| read(shard).len()).sum();
+            assert_eq!(held, map.len(), "len is exact once the calls returned");
+            assert!(map.len() <= 64, "round {round}: {} keys", map.len());
+        }
     }
 
     #[test]

@@ -20,7 +20,11 @@
 //!   request hyper gave back undispatched), which the configured [`ClassifyError`] and the
 //!   built-in rules of [`SafeTransportErrors`] must both call [`ErrorClass::NotSent`]. A reset,
 //!   a timeout or a response after the request may have been written ends it, whatever the
-//!   status. Envoy's `connect-failure`/`reset-before-request` conditions draw the same line;
+//!   status. A refused connection proves nothing was sent over TCP (the only state that
+//!   reports it is the handshake); a client on a connected UDP socket (QUIC) can see one after
+//!   sending, so give such a transport a [`ClassifyError`] that never says `NotSent`, or use
+//!   `retry_unsent(false)`. Envoy's `connect-failure`/`reset-before-request` conditions draw
+//!   the same line;
 //!   [`retry_unsent(false)`](RetryLayerBuilder::retry_unsent) sends such requests once
 //!   without exception.
 //! - **How long to wait**: the server's word first — `retry-after-ms`, `Retry-After` (seconds,

@@ -87,21 +87,24 @@ impl CircuitBreakerHandle {
         let registry = &*self.registry;
         let (state, transitions) = {
             let _steering = lock(&registry.steering);
-            let before = {
-                let mut forced = lock(&registry.forced);
-                let before = forced.remove(key);
-                registry.forced_len.store(forced.len(), Ordering::Relaxed);
-                before
-            };
-            // From here on a circuit created for `key` starts closed. The live one is reset
-            // now; a forced key whose circuit was evicted gets it back first, so that leaving
-            // the forced state is reported like any other transition.
+            // A forced key whose circuit was evicted gets it back first, in its forced state,
+            // before the key leaves the forced map: a request racing in then finds this
+            // circuit rather than making a closed one, and leaving the forced state is
+            // reported like any other transition.
+            let before = lock(&registry.forced).get(key).copied();
             let live = match before {
                 Some(before) => Some(registry.states.get_or_insert_with(key, || {
                     KeyState::new_forced(key.clone(), Arc::clone(&registry.policy), before)
                 })),
                 None => registry.states.get(key),
             };
+            {
+                // From here on a circuit created for `key` starts closed; the live one is
+                // reset below.
+                let mut forced = lock(&registry.forced);
+                forced.remove(key);
+                registry.forced_len.store(forced.len(), Ordering::Relaxed);
+            }
             let Some(state) = live else { return };
             let transitions = state.force(CircuitState::Closed, Instant::now());
             (state, transitions)

@@ -103,8 +103,8 @@
 //!   pace -- clock`), but blind to tokio's paused clock and calibrated once against the
 //!   monotonic clock, so it drifts from tokio's timers. Everything else in an acquire is
 //!   cheaper than governor's keyed limiter (no hashing per lookup: keys carry their hash; one
-//!   line-aligned entry per key; no SipHash): on the same clock ours takes about 0.7x governor's
-//!   time, on each one's default clock about 1.2x for a single thread and under 1x for two
+//!   line-aligned entry per key; no SipHash): on the same clock ours takes 0.63-0.78x governor's
+//!   time, on each one's default clock 1.1-1.3x for a single thread and under 1x for two
 //!   contending threads. BENCHMARKS.md has the rows.
 //! - Waits are recorded in [`PACE_WAIT_SECONDS`](ratewise_core::metric_names::PACE_WAIT_SECONDS)
 //!   (requests that waited) and refusals in

@@ -121,8 +121,8 @@ impl std::error::Error for KeyedStateError {}
 ///   The map holds at most `max_keys` keys once every call that inserts has returned, unless
 ///   requests took or used, during the eviction, the very keys it had chosen (those are kept,
 ///   and a later insert evicts again); while threads insert new keys at the same moment, it
-///   may hold up to one more per such thread, which each of them evicts before returning. Evictions are serialized, so racing
-///   inserts never evict more than one batch between them.
+///   may hold up to one more per such thread, which each of them evicts before returning.
+///   Evictions are serialized, so racing inserts never evict more than one batch between them.
 /// - [`len`](Self::len) is exact whenever no call is running; during calls it may briefly count
 ///   a key that is being removed (never fewer keys than the map holds, never an underflow).
 ///

@@ -226,7 +226,7 @@ where
                 let waited = self.started.elapsed();
                 if !waited.is_zero() {
                     tracing::debug!(key = %self.key, wait = ?waited, "pace: admitted after waiting");
-                    metrics::histogram!(PACE_WAIT_SECONDS, "key" => self.key.as_str().to_owned())
+                    metrics::histogram!(PACE_WAIT_SECONDS, "key" => key_label(&self.key))
                         .record(waited.as_secs_f64());
                 }
                 // Leaving the queue wakes the next waiter.
@@ -329,7 +329,7 @@ where
 
     fn refuse(&self, retry_after: Duration) -> State<S, Req, L> {
         tracing::debug!(key = %self.key, retry_after = ?retry_after, priority = ?self.priority, "pace: refused, the wait is too long");
-        metrics::counter!(PACE_REFUSED_TOTAL, "key" => self.key.as_str().to_owned()).increment(1);
+        metrics::counter!(PACE_REFUSED_TOTAL, "key" => key_label(&self.key)).increment(1);
         // The caller drops `self`: that leaves the queue and releases the permit.
         State::Failed {
             error: Some(Box::new(PaceWaitTooLong::new(
@@ -416,6 +416,11 @@ where
             state.set(next);
         }
     }
+}
+
+/// A metric label sharing the key's name (no copy of the string).
+fn key_label(key: &Key) -> metrics::SharedString {
+    metrics::SharedString::from_shared(key.to_shared())
 }
 
 /// `now + duration`, at most [`PARK_WITHOUT_LIMIT`] away (never overflows).

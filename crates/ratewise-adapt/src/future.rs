@@ -13,7 +13,7 @@ use tokio::sync::futures::OwnedNotified;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tower_service::Service;
 
-use crate::observe::{Observation, is_cached, may_describe_limits};
+use crate::observe::{Observation, is_cached};
 use crate::state::{KeyState, Shared, Wait, WaitReason, key_label};
 
 pin_project_lite::pin_project! {
@@ -296,7 +296,7 @@ fn learn<B>(
         return;
     }
     let now = Instant::now();
-    if !may_describe_limits(response.status(), headers) {
+    if !ratewise_headers::may_describe_limits(response.status(), headers) {
         // Nothing for the parser to find: learn from an empty observation without it.
         let nothing = Observation::default();
         route.complete(reserved_on, seq, &nothing, None, segment, shared, now);

@@ -112,35 +112,6 @@ pub(crate) fn path_segment(path: &str) -> u64 {
     fnv1a(FNV_OFFSET, &segment[..end])
 }
 
-/// Whether [`ratewise_headers::parse`] could find anything in this response: a 429 (a refusal
-/// even without headers), or a header whose name mentions `rate`, `retry` or `limit`. Every
-/// field the parser reads besides `Date` and `Age` does (`ratelimit*`, `x-rate-limit-*`,
-/// `retry-after*`, `x-shopify-shop-api-call-limit`, `sforce-limit-info`,
-/// `stripe-should-retry`, ...), and `Date` or `Age` alone describe no policy.
-///
-/// Most APIs send no rate-limit header on most responses, and the full parse of a response
-/// without any costs more than the rest of the layer; this scan of the names is what lets
-/// such responses skip it. A false positive only costs the parse.
-pub(crate) fn may_describe_limits(status: http::StatusCode, headers: &http::HeaderMap) -> bool {
-    status == http::StatusCode::TOO_MANY_REQUESTS
-        || headers
-            .keys()
-            .any(|name| mentions_limits(name.as_str().as_bytes()))
-}
-
-/// Whether `name` contains `rate`, `retry` or `limit`, in one pass over its bytes (three
-/// substring searches cost several times more on every response).
-fn mentions_limits(name: &[u8]) -> bool {
-    name.iter().enumerate().any(|(index, &byte)| {
-        let rest = &name[index..];
-        match byte {
-            b'r' => rest.starts_with(b"rate") || rest.starts_with(b"retry"),
-            b'l' => rest.starts_with(b"limit"),
-            _ => false,
-        }
-    })
-}
-
 /// Whether a response came from a cache (`Age > 0`): its rate-limit fields describe the past.
 pub(crate) fn is_cached(headers: &http::HeaderMap) -> bool {
     headers
@@ -214,7 +185,8 @@ mod tests {
 
     use super::*;
 
-    /// Every header name `ratewise_headers` reads, one per family (and some prefixed ones).
+    /// Header names `ratewise_headers` reads, one per family (and some prefixed ones): test
+    /// data for the property below.
     const PARSER_NAMES: &[&str] = &[
         "retry-after",
         "retry-after-ms",
@@ -282,20 +254,6 @@ mod tests {
         "core",
     ];
 
-    #[test]
-    fn every_name_the_parser_reads_is_scanned() {
-        for name in PARSER_NAMES {
-            let mut headers = HeaderMap::new();
-            headers.insert(HeaderName::from_static(name), HeaderValue::from_static("1"));
-            assert!(may_describe_limits(StatusCode::OK, &headers), "{name}");
-        }
-        assert!(may_describe_limits(
-            StatusCode::TOO_MANY_REQUESTS,
-            &HeaderMap::new()
-        ));
-        assert!(!may_describe_limits(StatusCode::OK, &HeaderMap::new()));
-    }
-
     fn statuses() -> impl Strategy<Value = StatusCode> {
         prop::sample::select(vec![200u16, 204, 304, 400, 403, 404, 429, 500, 503, 529])
             .prop_map(|code| StatusCode::from_u16(code).unwrap())
@@ -313,13 +271,6 @@ mod tests {
     }
 
     proptest! {
-        /// The one-pass scan finds exactly what three substring searches find.
-        #[test]
-        fn name_scan_matches_substring_search(name in "[-ratelimyx]{0,12}") {
-            let reference = name.contains("rate") || name.contains("retry") || name.contains("limit");
-            prop_assert_eq!(mentions_limits(name.as_bytes()), reference);
-        }
-
         /// The one-pass segment hash hashes what `trim_start_matches` and `split` find.
         #[test]
         fn path_segment_hashes_the_first_segment(path in "[/ab]{0,10}") {
@@ -335,7 +286,7 @@ mod tests {
             for (name, value) in lines {
                 map.append(HeaderName::from_static(name), HeaderValue::from_static(value));
             }
-            if !may_describe_limits(status, &map) {
+            if !ratewise_headers::may_describe_limits(status, &map) {
                 let received = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
                 let info = ratewise_headers::parse(status, &map, received);
                 let key = ratewise_core::Key::new("k");

@@ -187,3 +187,57 @@ pub fn parse(
 ) -> RateLimitInfo {
     Parser::new().parse(status, headers, received_at)
 }
+
+/// Whether [`parse`] could find anything in this response: a 429 (a refusal even without
+/// headers), or a header whose name mentions `rate`, `retry` or `limit`. Every field the
+/// parser reads besides `Date` and `Age` does (`ratelimit*`, `x-rate-limit-*`,
+/// `retry-after*`, `x-shopify-shop-api-call-limit`, `sforce-limit-info`,
+/// `stripe-should-retry`, ...), and `Date` or `Age` alone describe nothing.
+///
+/// A scan of the names only, for callers that see every response (the adaptation layer):
+/// most APIs send no rate-limit header on most responses, and this lets them skip `parse`.
+/// A `true` only means "parse it"; a `false` means `parse` would find no policy, no wait, no
+/// bucket and no refusal.
+///
+/// ```
+/// use http::{HeaderMap, StatusCode};
+///
+/// let mut headers = HeaderMap::new();
+/// headers.insert("content-type", "application/json".parse().unwrap());
+/// assert!(!ratewise_headers::may_describe_limits(StatusCode::OK, &headers));
+/// headers.insert("x-ratelimit-remaining", "10".parse().unwrap());
+/// assert!(ratewise_headers::may_describe_limits(StatusCode::OK, &headers));
+/// ```
+pub fn may_describe_limits(status: http::StatusCode, headers: &http::HeaderMap) -> bool {
+    status == http::StatusCode::TOO_MANY_REQUESTS
+        || headers
+            .keys()
+            .any(|name| mentions_limits(name.as_str().as_bytes()))
+}
+
+/// Whether `name` contains `rate`, `retry` or `limit`, in one pass over its bytes (three
+/// substring searches cost several times more on every response).
+fn mentions_limits(name: &[u8]) -> bool {
+    name.iter().enumerate().any(|(index, &byte)| {
+        let rest = &name[index..];
+        match byte {
+            b'r' => rest.starts_with(b"rate") || rest.starts_with(b"retry"),
+            b'l' => rest.starts_with(b"limit"),
+            _ => false,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The one-pass scan finds exactly what three substring searches find.
+        #[test]
+        fn name_scan_matches_substring_search(name in "[-ratelimyx]{0,12}") {
+            let reference = name.contains("rate") || name.contains("retry") || name.contains("limit");
+            prop_assert_eq!(super::mentions_limits(name.as_bytes()), reference);
+        }
+    }
+}

@@ -222,8 +222,41 @@ fn parse_keeps_invariants(
     }
     // Receive times from 1970 to far beyond 9999; SystemTime holds any u64 seconds here.
     let received_at = UNIX_EPOCH + Duration::from_secs(received_secs >> 20);
-    let info = parser.parse(status, &header_map(lines), received_at);
+    let map = header_map(lines);
+    let info = parser.parse(status, &map, received_at);
     check_invariants(&info, max, honor_age);
+    if !ratewise_headers::may_describe_limits(status, &map) {
+        // What the name scan lets a caller skip holds nothing.
+        assert!(info.policies().is_empty(), "{info:?}");
+        assert_eq!(info.retry_after(), None, "{info:?}");
+        assert_eq!(info.bucket(), None, "{info:?}");
+        assert!(!info.is_rate_limited(), "{info:?}");
+    }
+}
+
+/// Every name a dialect reads for a policy, a wait or a refusal is found by the name scan
+/// (`Date` and `Age` only qualify what others say).
+#[test]
+fn the_name_scan_finds_every_name_the_parser_reads() {
+    for name in KNOWN_NAMES
+        .iter()
+        .filter(|name| !matches!(**name, "date" | "age"))
+    {
+        let mut headers = HeaderMap::new();
+        headers.insert(HeaderName::from_static(name), HeaderValue::from_static("1"));
+        assert!(
+            ratewise_headers::may_describe_limits(StatusCode::OK, &headers),
+            "{name}"
+        );
+    }
+    assert!(ratewise_headers::may_describe_limits(
+        StatusCode::TOO_MANY_REQUESTS,
+        &HeaderMap::new()
+    ));
+    assert!(!ratewise_headers::may_describe_limits(
+        StatusCode::OK,
+        &HeaderMap::new()
+    ));
 }
 
 // 100k cases in all, as two tests of 50k (strict and lenient structured fields) so that the

@@ -19,30 +19,12 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use ratewise::BoxError;
-use ratewise_testkit::{
-    CacheHeaders, Dialect, EndpointConfig, MockApi, MockConfig, Quota as ServerQuota,
-};
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let serve_forever = std::env::args().any(|arg| arg == "--serve");
 
-    let upstream_api = MockApi::new(
-        MockConfig::new()
-            .endpoint(
-                EndpointConfig::new("/repos")
-                    .quota(ServerQuota::gcra(20, Duration::from_secs(1), 9))
-                    .dialect(Dialect::GitHub)
-                    .resource("core")
-                    .cache(CacheHeaders::new().max_age(Duration::from_secs(60))),
-            )
-            .endpoint(
-                EndpointConfig::new("/search")
-                    .quota(ServerQuota::gcra(2, Duration::from_secs(1), 1))
-                    .dialect(Dialect::GitHub)
-                    .resource("search"),
-            ),
-    );
+    let upstream_api = app::upstream_api();
     let upstream = upstream_api.serve().await?;
     let state = app::upstream(&upstream.base_url(), Duration::from_millis(500))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -12,9 +12,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use ratewise_testkit::{
-    CacheHeaders, Dialect, EndpointConfig, MockApi, MockConfig, Outage, Quota as ServerQuota,
-};
+use ratewise_testkit::{EndpointConfig, MockApi, MockConfig, Outage};
 
 struct Proxy {
     base: String,
@@ -54,22 +52,7 @@ impl Proxy {
 
 #[tokio::test]
 async fn the_proxy_caches_paces_and_refuses_locally() {
-    let api = MockApi::new(
-        MockConfig::new()
-            .endpoint(
-                EndpointConfig::new("/repos")
-                    .quota(ServerQuota::gcra(20, Duration::from_secs(1), 9))
-                    .dialect(Dialect::GitHub)
-                    .resource("core")
-                    .cache(CacheHeaders::new().max_age(Duration::from_secs(60))),
-            )
-            .endpoint(
-                EndpointConfig::new("/search")
-                    .quota(ServerQuota::gcra(2, Duration::from_secs(1), 1))
-                    .dialect(Dialect::GitHub)
-                    .resource("search"),
-            ),
-    );
+    let api = app::upstream_api();
     let upstream = api.serve().await.unwrap();
     let proxy = Proxy::start(&upstream.base_url(), Duration::from_millis(200)).await;
 

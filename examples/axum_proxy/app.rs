@@ -25,6 +25,9 @@ use ratewise::pace::{PaceLayer, Quota, QuotaTable};
 use ratewise::prelude::{ByHostAndRoute, ByRoute, CircuitOpen, RouteTable};
 use ratewise::retry::RetryLayer;
 use ratewise::{AttemptTimeoutElapsed, BoxError, TotalTimeoutElapsed, find_refusal};
+use ratewise_testkit::{
+    CacheHeaders, Dialect, EndpointConfig, MockApi, MockConfig, Quota as ServerQuota,
+};
 use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
 
@@ -41,6 +44,27 @@ pub(crate) type Upstream =
 pub(crate) struct AppState {
     upstream: Upstream,
     base_url: Arc<str>,
+}
+
+/// The upstream the example and its test run against: a MockApi with GitHub-style headers,
+/// GCRA quotas of 20/s on `/repos` (cacheable for 60 s) and 2/s on `/search`.
+pub(crate) fn upstream_api() -> MockApi {
+    MockApi::new(
+        MockConfig::new()
+            .endpoint(
+                EndpointConfig::new("/repos")
+                    .quota(ServerQuota::gcra(20, Duration::from_secs(1), 9))
+                    .dialect(Dialect::GitHub)
+                    .resource("core")
+                    .cache(CacheHeaders::new().max_age(Duration::from_secs(60))),
+            )
+            .endpoint(
+                EndpointConfig::new("/search")
+                    .quota(ServerQuota::gcra(2, Duration::from_secs(1), 1))
+                    .dialect(Dialect::GitHub)
+                    .resource("search"),
+            ),
+    )
 }
 
 /// How the upstream's endpoints are grouped into buckets (pacing, adaptation, metrics).

@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use ratewise_core::{Key, KeyedStateConfig};
+#[cfg(feature = "tsc-clock")]
+use ratewise_pace::TscClock;
 use ratewise_pace::{LocalLimiter, PaceLayer, Quota};
 use tower::{Layer, Service, ServiceExt};
 
@@ -48,13 +50,59 @@ fn acquire(c: &mut Criterion) {
 
     let ours = LocalLimiter::new();
     group.bench_function("one_key/ratewise", |b| {
-        b.iter(|| black_box(ours.check(black_box(&key), &quota, 1).unwrap()))
+        b.iter(|| {
+            black_box(
+                ours.check(black_box(&key), &quota, 1)
+                    .is_ok_and(|d| d.is_allowed()),
+            )
+        })
     });
     // The same limiter on ratewise-core's generic KeyedState (`LocalLimiter::with_config`).
+    #[cfg(feature = "tsc-clock")]
+    {
+        let tsc = LocalLimiter::with_clock(TscClock::new(), 100_000);
+        group.bench_function("one_key/ratewise_tsc_clock", |b| {
+            b.iter(|| {
+                black_box(
+                    tsc.check(black_box(&key), &quota, 1)
+                        .is_ok_and(|d| d.is_allowed()),
+                )
+            })
+        });
+    }
     let on_keyed_state = LocalLimiter::with_config(KeyedStateConfig::new()).unwrap();
     group.bench_function("one_key/ratewise_on_keyed_state", |b| {
-        b.iter(|| black_box(on_keyed_state.check(black_box(&key), &quota, 1).unwrap()))
+        b.iter(|| {
+            black_box(
+                on_keyed_state
+                    .check(black_box(&key), &quota, 1)
+                    .is_ok_and(|d| d.is_allowed()),
+            )
+        })
     });
+    // One bucket, no key lookup: governor's "direct" limiter and ours.
+    let ours_direct = LocalLimiter::direct();
+    group.bench_function("one_key/ratewise_direct", |b| {
+        b.iter(|| {
+            black_box(
+                ours_direct
+                    .check(black_box(&key), &quota, 1)
+                    .is_ok_and(|d| d.is_allowed()),
+            )
+        })
+    });
+    #[cfg(feature = "tsc-clock")]
+    {
+        let tsc = LocalLimiter::direct_with_clock(TscClock::new());
+        group.bench_function("one_key/ratewise_direct_tsc_clock", |b| {
+            b.iter(|| {
+                black_box(
+                    tsc.check(black_box(&key), &quota, 1)
+                        .is_ok_and(|d| d.is_allowed()),
+                )
+            })
+        });
+    }
     let direct = governor::RateLimiter::direct(governor_quota());
     group.bench_function("one_key/governor_direct", |b| {
         b.iter(|| black_box(direct.check().is_ok()))
@@ -74,9 +122,22 @@ fn acquire(c: &mut Criterion) {
     group.bench_function("10k_keys/ratewise", |b| {
         b.iter(|| {
             i = (i + 1) % KEYS;
-            black_box(ours.check(&many[i], &quota, 1).unwrap())
+            black_box(
+                ours.check(&many[i], &quota, 1)
+                    .is_ok_and(|d| d.is_allowed()),
+            )
         })
     });
+    #[cfg(feature = "tsc-clock")]
+    {
+        let tsc = LocalLimiter::with_clock(TscClock::new(), 2 * KEYS);
+        group.bench_function("10k_keys/ratewise_tsc_clock", |b| {
+            b.iter(|| {
+                i = (i + 1) % KEYS;
+                black_box(tsc.check(&many[i], &quota, 1).is_ok_and(|d| d.is_allowed()))
+            })
+        });
+    }
     let keyed = governor::RateLimiter::keyed(governor_quota());
     group.bench_function("10k_keys/governor_keyed", |b| {
         b.iter(|| {
@@ -97,10 +158,44 @@ fn acquire(c: &mut Criterion) {
     group.bench_function("contended_2_threads/ratewise", |b| {
         b.iter_custom(|iters| {
             two_threads(iters, || {
-                black_box(ours.check(&key, &quota, 1).unwrap());
+                black_box(ours.check(&key, &quota, 1).is_ok_and(|d| d.is_allowed()));
             })
         })
     });
+    #[cfg(feature = "tsc-clock")]
+    {
+        let tsc = LocalLimiter::with_clock(TscClock::new(), 100_000);
+        group.bench_function("contended_2_threads/ratewise_tsc_clock", |b| {
+            b.iter_custom(|iters| {
+                two_threads(iters, || {
+                    black_box(tsc.check(&key, &quota, 1).is_ok_and(|d| d.is_allowed()));
+                })
+            })
+        });
+    }
+    let ours_direct = LocalLimiter::direct();
+    group.bench_function("contended_2_threads/ratewise_direct", |b| {
+        b.iter_custom(|iters| {
+            two_threads(iters, || {
+                black_box(
+                    ours_direct
+                        .check(&key, &quota, 1)
+                        .is_ok_and(|d| d.is_allowed()),
+                );
+            })
+        })
+    });
+    #[cfg(feature = "tsc-clock")]
+    {
+        let tsc = LocalLimiter::direct_with_clock(TscClock::new());
+        group.bench_function("contended_2_threads/ratewise_direct_tsc_clock", |b| {
+            b.iter_custom(|iters| {
+                two_threads(iters, || {
+                    black_box(tsc.check(&key, &quota, 1).is_ok_and(|d| d.is_allowed()));
+                })
+            })
+        });
+    }
     let direct = governor::RateLimiter::direct(governor_quota());
     group.bench_function("contended_2_threads/governor_direct", |b| {
         b.iter_custom(|iters| {
@@ -197,6 +292,13 @@ fn layer(c: &mut Criterion) {
         let mut svc = PaceLayer::new(our_quota()[0]).layer(noop());
         b.iter_custom(|iters| rt.block_on(drive(&mut svc, iters)))
     });
+    #[cfg(feature = "tsc-clock")]
+    group.bench_function("ready_noop/ratewise_pace_tsc_clock", |b| {
+        let mut svc = PaceLayer::new(our_quota()[0])
+            .limiter(LocalLimiter::direct_with_clock(TscClock::new()))
+            .layer(noop());
+        b.iter_custom(|iters| rt.block_on(drive(&mut svc, iters)))
+    });
     group.bench_function("ready_noop/tower_rate_limit", |b| {
         let mut svc = rt.block_on(async {
             tower::limit::RateLimitLayer::new(u64::MAX, Duration::from_secs(1)).layer(noop())
@@ -229,6 +331,13 @@ fn clock(c: &mut Criterion) {
     group.bench_function("std_instant_now", |b| {
         b.iter(|| black_box(std::time::Instant::now()))
     });
+    #[cfg(feature = "tsc-clock")]
+    {
+        let tsc = TscClock::new();
+        group.bench_function("ratewise_tsc_clock_now", |b| {
+            b.iter(|| black_box(ratewise_pace::Clock::now_nanos(&tsc)))
+        });
+    }
     let quanta = governor::clock::QuantaClock::default();
     group.bench_function("governor_quanta_now", |b| {
         b.iter(|| black_box(governor::clock::Clock::now(&quanta)))

@@ -223,7 +223,9 @@ impl PaceLayer {
     /// ```
     pub fn new(quotas: impl Into<Quotas>) -> Self {
         let key = Key::new("global");
-        PaceLayer::keyed(
+        // One key: a single bucket needs no lookup.
+        PaceLayer::build(
+            LocalLimiter::direct(),
             Global::named(key.clone()),
             QuotaTable::new().with(key, quotas),
         )
@@ -238,7 +240,12 @@ impl<K: KeyFn> PaceLayer<LocalLimiter, K> {
     /// The in-memory [`LocalLimiter`] keeps the buckets (at most 100 000 keys, full buckets
     /// dropped); use [`limiter`](Self::limiter) for another store.
     pub fn keyed(key_fn: K, quotas: QuotaTable) -> Self {
-        let limiter = LocalLimiter::new();
+        PaceLayer::build(LocalLimiter::new(), key_fn, quotas)
+    }
+}
+
+impl<L, K> PaceLayer<L, K> {
+    fn build(limiter: L, key_fn: K, quotas: QuotaTable) -> Self {
         PaceLayer {
             shared: Arc::new(Shared::new(limiter, quotas)),
             key_fn: Arc::new(key_fn),

@@ -117,6 +117,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
+mod clock;
 pub mod future;
 mod layer;
 mod limiter;
@@ -128,6 +129,10 @@ mod request;
 mod service;
 mod store;
 
+#[cfg(feature = "tsc-clock")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tsc-clock")))]
+pub use clock::TscClock;
+pub use clock::{Clock, TokioClock};
 pub use layer::{PaceConfigError, PaceHandle, PaceLayer, QuotaTable};
 pub use limiter::{CostExceedsBurst, Decision, InvalidQuotaChain, MAX_CHAINED_QUOTAS, RateLimiter};
 pub use local::LocalLimiter;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use ratewise_core::{BoxError, Key, KeyedState, KeyedStateConfig, KeyedStateError};
 use tokio::time::Instant;
 
+use crate::clock::{Clock, TokioClock};
 use crate::limiter::{
     CostExceedsBurst, Decision, InvalidQuotaChain, MAX_CHAINED_QUOTAS, RateLimiter,
 };
@@ -51,14 +52,19 @@ impl Bucket {
     /// One quota: a single compare-and-swap loop on its `tat`, like governor. Relaxed is
     /// enough: the admission count depends only on the total order of read-modify-writes on
     /// this one atomic, and the limiter publishes no other data through it.
+    ///
+    /// Saturating, so that an unvalidated `cost` above the burst is refused, never wrapped
+    /// into an admission: an admission proves `cost <= burst`.
     #[inline]
-    fn acquire_one(&self, quota: &Quota, cost: u32, now: u64) -> Result<(), u64> {
-        let increment = quota.emission_interval_nanos() * u64::from(cost);
+    pub(crate) fn acquire_one(&self, quota: &Quota, cost: u32, now: u64) -> Result<(), u64> {
+        let increment = quota
+            .emission_interval_nanos()
+            .saturating_mul(u64::from(cost));
         let limit = now.saturating_add(quota.burst_span_nanos());
         let tat = &self.tats[0];
         let mut current = tat.load(Ordering::Relaxed);
         loop {
-            let next = current.max(now) + increment;
+            let next = current.max(now).saturating_add(increment);
             if next > limit {
                 return Err(next - limit);
             }
@@ -144,6 +150,16 @@ impl Bucket {
     }
 }
 
+/// A refusal: the wait, or the error an unvalidated request deserved.
+#[cold]
+#[inline(never)]
+fn refused(key: &Key, quotas: &[Quota], cost: u32, wait: u64) -> Result<Decision, BoxError> {
+    validate(key, quotas, cost)?;
+    Ok(Decision::Denied {
+        retry_after: Duration::from_nanos(wait),
+    })
+}
+
 /// Checks what every limiter must reject before touching state.
 #[inline]
 pub(crate) fn validate(key: &Key, quotas: &[Quota], cost: u32) -> Result<(), BoxError> {
@@ -172,7 +188,9 @@ pub(crate) fn validate(key: &Key, quotas: &[Quota], cost: u32) -> Result<(), Box
 /// lock (never held across an await) so that the update of all their quotas is
 /// all-or-nothing.
 ///
-/// Time is tokio's [`Instant`], so pacing follows a paused clock in tests.
+/// Time comes from a [`Clock`]: by default tokio's ([`TokioClock`]), so pacing follows a paused
+/// clock in tests; [`with_clock`](Self::with_clock) takes another (the `tsc-clock` feature's
+/// `TscClock` reads the CPU's counter, about 15 ns cheaper per decision).
 ///
 /// # Idle keys
 ///
@@ -192,9 +210,9 @@ pub(crate) fn validate(key: &Key, quotas: &[Quota], cost: u32) -> Result<(), Box
 ///
 /// Clones share the same buckets.
 #[derive(Clone)]
-pub struct LocalLimiter {
+pub struct LocalLimiter<C = TokioClock> {
     store: Store,
-    epoch: Instant,
+    clock: C,
 }
 
 #[derive(Clone)]
@@ -203,7 +221,14 @@ enum Store {
     Own(Arc<BucketMap>),
     /// Built by `with_config`: the generic keyed map of ratewise-core.
     Keyed(KeyedState<Bucket>),
+    /// Built by `direct`: one bucket for every key (on a line of its own, so that threads
+    /// contend on the bucket only).
+    Single(Arc<LineBucket>),
 }
+
+/// A bucket alone on its cache line(s).
+#[repr(align(128))]
+struct LineBucket(Bucket);
 
 impl Store {
     #[inline]
@@ -211,6 +236,7 @@ impl Store {
         match self {
             Store::Own(map) => map.with(key, now, f),
             Store::Keyed(state) => state.with_or_insert(key, Bucket::new, |bucket| f(bucket)),
+            Store::Single(bucket) => f(&bucket.0),
         }
     }
 
@@ -218,6 +244,7 @@ impl Store {
         match self {
             Store::Own(map) => map.tat(key, index),
             Store::Keyed(state) => state.get(key).map(|bucket| bucket.tat(index)),
+            Store::Single(bucket) => Some(bucket.0.tat(index)),
         }
     }
 
@@ -225,14 +252,25 @@ impl Store {
         match self {
             Store::Own(map) => map.len(),
             Store::Keyed(state) => state.len(),
+            Store::Single(_) => 1,
         }
     }
 }
 
 impl LocalLimiter {
-    /// A limiter holding at most 100 000 keys.
+    /// A limiter holding at most 100 000 keys, on tokio's clock.
     pub fn new() -> Self {
         LocalLimiter::with_max_keys(DEFAULT_MAX_KEYS)
+    }
+
+    /// One bucket for every key, on tokio's clock: what [`PaceLayer::new`](crate::PaceLayer::new)
+    /// uses, and governor's "direct" limiter. No lookup at all: an acquire is the clock read and
+    /// one compare-and-swap.
+    ///
+    /// Every key shares the bucket (a drain of any key drains it), so give it to a layer with
+    /// one key; a keyed layer wants [`new`](Self::new).
+    pub fn direct() -> Self {
+        LocalLimiter::direct_with_clock(TokioClock::new())
     }
 
     /// A limiter holding at most `max_keys` keys (at least 1).
@@ -243,10 +281,7 @@ impl LocalLimiter {
     /// Threads inserting new keys at the same moment may pass the cap by one key each until
     /// their calls return (each evicts before returning).
     pub fn with_max_keys(max_keys: usize) -> Self {
-        LocalLimiter {
-            store: Store::Own(Arc::new(BucketMap::new(max_keys))),
-            epoch: Instant::now(),
-        }
+        LocalLimiter::with_clock(TokioClock::new(), max_keys)
     }
 
     /// A limiter whose buckets live in ratewise-core's [`KeyedState`] with this
@@ -263,8 +298,40 @@ impl LocalLimiter {
     pub fn with_config(config: KeyedStateConfig) -> Result<Self, KeyedStateError> {
         Ok(LocalLimiter {
             store: Store::Keyed(KeyedState::new(config)?),
-            epoch: Instant::now(),
+            clock: TokioClock::new(),
         })
+    }
+}
+
+impl<C: Clock> LocalLimiter<C> {
+    /// A limiter holding at most `max_keys` keys (as [`with_max_keys`](LocalLimiter::with_max_keys))
+    /// that reads the time from `clock`.
+    ///
+    /// ```
+    /// use ratewise_pace::{LocalLimiter, TokioClock};
+    ///
+    /// let limiter = LocalLimiter::with_clock(TokioClock::new(), 10_000);
+    /// # let _ = limiter;
+    /// ```
+    pub fn with_clock(clock: C, max_keys: usize) -> Self {
+        LocalLimiter {
+            store: Store::Own(Arc::new(BucketMap::new(max_keys))),
+            clock,
+        }
+    }
+
+    /// One bucket for every key (as [`direct`](LocalLimiter::direct)) that reads the time from
+    /// `clock`.
+    pub fn direct_with_clock(clock: C) -> Self {
+        LocalLimiter {
+            store: Store::Single(Arc::new(LineBucket(Bucket::new()))),
+            clock,
+        }
+    }
+
+    /// The clock this limiter reads.
+    pub fn clock(&self) -> &C {
+        &self.clock
     }
 
     /// The synchronous acquire behind [`RateLimiter::acquire`]: same rules, same answer.
@@ -273,19 +340,42 @@ impl LocalLimiter {
     ///
     /// [`CostExceedsBurst`] when `cost` exceeds a quota's burst, [`InvalidQuotaChain`] when
     /// `quotas` is empty or longer than [`MAX_CHAINED_QUOTAS`].
-    #[inline]
+    // Always inlined, and small: the common case (one quota, admitted) is the clock read, the
+    // lookup and one compare-and-swap in the caller; everything else is out of line.
+    #[inline(always)]
     pub fn check(&self, key: &Key, quotas: &[Quota], cost: u32) -> Result<Decision, BoxError> {
+        let [quota] = quotas else {
+            return self.check_chain(key, quotas, cost);
+        };
+        // Validated lazily: an admission proves `cost <= burst` (the arithmetic saturates),
+        // so only a refusal checks the cost.
+        let now = self.clock.now_nanos();
+        let verdict = match &self.store {
+            Store::Single(bucket) => bucket.0.acquire_one(quota, cost, now),
+            Store::Own(map) => map.with(key, now, |bucket| bucket.acquire_one(quota, cost, now)),
+            Store::Keyed(_) => self.store_with_cold(key, now, quotas, cost),
+        };
+        match verdict {
+            Ok(()) => Ok(Decision::Allowed),
+            Err(wait) => refused(key, quotas, cost, wait),
+        }
+    }
+
+    /// Chained (or invalid) quotas: validated first.
+    #[inline(never)]
+    fn check_chain(&self, key: &Key, quotas: &[Quota], cost: u32) -> Result<Decision, BoxError> {
         validate(key, quotas, cost)?;
-        let now = self.nanos(Instant::now());
-        let verdict = self
-            .store
-            .with(key, now, |bucket| bucket.acquire(quotas, cost, now));
-        Ok(match verdict {
-            Ok(()) => Decision::Allowed,
-            Err(wait) => Decision::Denied {
-                retry_after: Duration::from_nanos(wait),
-            },
-        })
+        let now = self.clock.now_nanos();
+        match self.store_with_cold(key, now, quotas, cost) {
+            Ok(()) => Ok(Decision::Allowed),
+            Err(wait) => refused(key, quotas, cost, wait),
+        }
+    }
+
+    #[inline(never)]
+    fn store_with_cold(&self, key: &Key, now: u64, quotas: &[Quota], cost: u32) -> Result<(), u64> {
+        self.store
+            .with(key, now, |bucket| bucket.acquire(quotas, cost, now))
     }
 
     /// The synchronous drain behind [`RateLimiter::drain`].
@@ -295,8 +385,8 @@ impl LocalLimiter {
     /// [`InvalidQuotaChain`] when `quotas` is empty or too long.
     pub fn drain_now(&self, key: &Key, quotas: &[Quota], until: Instant) -> Result<(), BoxError> {
         validate(key, quotas, 0)?;
-        let now = self.nanos(Instant::now());
-        let until = self.nanos(until);
+        let now = self.clock.now_nanos();
+        let until = self.clock.nanos_at(until);
         self.store
             .with(key, now, |bucket| bucket.drain(quotas, until));
         Ok(())
@@ -309,7 +399,7 @@ impl LocalLimiter {
             return None;
         }
         let tat = self.store.tat(key, index)?;
-        Some(self.epoch + Duration::from_nanos(tat))
+        Some(self.clock.epoch() + Duration::from_nanos(tat))
     }
 
     /// The number of keys held.
@@ -321,16 +411,6 @@ impl LocalLimiter {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-
-    #[inline]
-    fn nanos(&self, instant: Instant) -> u64 {
-        // In u64 (no u128 multiply): saturates after 584 years.
-        let since = instant.saturating_duration_since(self.epoch);
-        since
-            .as_secs()
-            .saturating_mul(1_000_000_000)
-            .saturating_add(u64::from(since.subsec_nanos()))
-    }
 }
 
 impl Default for LocalLimiter {
@@ -339,15 +419,16 @@ impl Default for LocalLimiter {
     }
 }
 
-impl fmt::Debug for LocalLimiter {
+impl<C: fmt::Debug> fmt::Debug for LocalLimiter<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LocalLimiter")
             .field("keys", &self.store.len())
+            .field("clock", &self.clock)
             .finish()
     }
 }
 
-impl RateLimiter for LocalLimiter {
+impl<C: Clock> RateLimiter for LocalLimiter<C> {
     type AcquireFuture = Ready<Result<Decision, BoxError>>;
     type DrainFuture = Ready<Result<(), BoxError>>;
 
@@ -436,6 +517,86 @@ mod tests {
         let before = bucket.tat(0);
         bucket.drain(&q, 10 * MS);
         assert_eq!(bucket.tat(0), before);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn direct_limiter_shares_one_bucket_between_keys() {
+        let limiter = LocalLimiter::direct();
+        let q = [Quota::per_second(10).unwrap().burst(2).unwrap()];
+        let (a, b) = (Key::new("a"), Key::new("b"));
+        assert!(limiter.check(&a, &q, 1).unwrap().is_allowed());
+        assert!(limiter.check(&b, &q, 1).unwrap().is_allowed());
+        assert_eq!(
+            limiter.check(&a, &q, 1).unwrap(),
+            Decision::Denied {
+                retry_after: Duration::from_millis(100)
+            }
+        );
+        assert_eq!(limiter.len(), 1);
+        // A drain of any key drains the one bucket; costs and chains are validated as ever.
+        let until = Instant::now() + Duration::from_secs(3);
+        limiter.drain_now(&b, &q, until).unwrap();
+        assert_eq!(
+            limiter.check(&a, &q, 1).unwrap(),
+            Decision::Denied {
+                retry_after: Duration::from_secs(3)
+            }
+        );
+        assert!(limiter.theoretical_arrival(&a, 0).unwrap() >= until);
+        assert!(
+            limiter
+                .check(&a, &q, 3)
+                .unwrap_err()
+                .is::<CostExceedsBurst>()
+        );
+        assert!(
+            limiter
+                .check(&a, &[], 1)
+                .unwrap_err()
+                .is::<InvalidQuotaChain>()
+        );
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert!(limiter.check(&b, &[q[0], q[0]], 1).unwrap().is_allowed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unvalidated_costs_never_wrap_into_admissions() {
+        // The single-quota path checks the cost only on a refusal: a cost whose `cost × T`
+        // overflows must still be refused with the error, on a fresh key and a used one.
+        let limiter = LocalLimiter::new();
+        let q = [Quota::per_hour(1).unwrap().burst(2).unwrap()];
+        for (used, cost) in [(0, u32::MAX), (0, 3), (1, u32::MAX), (1, 3)] {
+            let key = Key::new(format!("{used}-{cost}"));
+            for _ in 0..used {
+                assert!(limiter.check(&key, &q, 1).unwrap().is_allowed());
+            }
+            let err = limiter.check(&key, &q, cost).unwrap_err();
+            assert_eq!(err.downcast_ref::<CostExceedsBurst>().unwrap().cost(), cost);
+            // The bucket is as before: exactly the rest of the burst passes.
+            for _ in used..2 {
+                assert!(limiter.check(&key, &q, 1).unwrap().is_allowed());
+            }
+            assert!(!limiter.check(&key, &q, 1).unwrap().is_allowed());
+        }
+    }
+
+    proptest! {
+        /// Any cost: admitted only within the burst, an error exactly when above it.
+        #[test]
+        fn any_cost_is_admitted_refused_or_an_error_by_the_burst(
+            cost in prop_oneof![0u32..8, any::<u32>()],
+            burst in 1u32..6,
+            period_ms in prop_oneof![Just(1u64), Just(1000), Just(3_600_000)],
+        ) {
+            let limiter = LocalLimiter::direct();
+            let q = [Quota::with_period(Duration::from_millis(period_ms)).unwrap().burst(burst).unwrap()];
+            let decision = limiter.check(&Key::new("k"), &q, cost);
+            if cost > burst {
+                prop_assert!(decision.unwrap_err().is::<CostExceedsBurst>());
+            } else {
+                prop_assert!(decision.unwrap().is_allowed());
+            }
+        }
     }
 
     #[tokio::test(start_paused = true)]

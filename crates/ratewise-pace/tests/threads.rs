@@ -1,6 +1,7 @@
 //! Real threads (a multi-thread runtime, real time) hammering one key: never more admissions
-//! than the quota allows over the run. Time is read from tokio's clock only, and nothing is
-//! asserted about how long anything took.
+//! than the quota allows over the run, with the keyed and the direct store, on tokio's clock
+//! and (feature `tsc-clock`) on the TSC clock. The test reads tokio's clock only, and nothing
+//! is asserted about how long anything took.
 
 mod support;
 
@@ -10,19 +11,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ratewise_core::{BoxError, Key, PaceWaitTooLong};
-use ratewise_pace::{Decision, LocalLimiter, PaceLayer, Quota, Quotas, RateLimiter};
+use ratewise_pace::{Clock, Decision, LocalLimiter, PaceLayer, Quota, Quotas, RateLimiter};
 use support::{Recorder, request};
 use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt};
 
 /// Records, for each admission, an interval of tokio time that contains the instant the
 /// limiter decided at.
-struct Timed {
-    inner: LocalLimiter,
+struct Timed<C> {
+    inner: LocalLimiter<C>,
     admitted: Mutex<Vec<(Instant, Instant)>>,
 }
 
-impl RateLimiter for Timed {
+impl<C: Clock> RateLimiter for Timed<C> {
     type AcquireFuture = Ready<Result<Decision, BoxError>>;
     type DrainFuture = Ready<Result<(), BoxError>>;
 
@@ -52,6 +53,25 @@ impl RateLimiter for Timed {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_over_admission_under_contention() {
+    hammer("keyed", LocalLimiter::new).await;
+    hammer("direct", LocalLimiter::direct).await;
+}
+
+#[cfg(feature = "tsc-clock")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_over_admission_under_contention_on_the_tsc_clock() {
+    use ratewise_pace::TscClock;
+    hammer("keyed, TSC", || {
+        LocalLimiter::with_clock(TscClock::new(), 1000)
+    })
+    .await;
+    hammer("direct, TSC", || {
+        LocalLimiter::direct_with_clock(TscClock::new())
+    })
+    .await;
+}
+
+async fn hammer<C: Clock>(store: &str, new_limiter: impl Fn() -> LocalLimiter<C>) {
     // 2000/s, burst 20 AND 50000/min, burst 40: a 500 µs interval, small enough that the
     // callers contend on every slot.
     let quotas = Quotas::new(&[
@@ -68,7 +88,7 @@ async fn no_over_admission_under_contention() {
             Quotas::from(quotas.as_slice()[0])
         };
         let recorder = Recorder::default();
-        let limiter = LocalLimiter::new();
+        let limiter = new_limiter();
         let timed = Arc::new(Timed {
             inner: limiter.clone(),
             admitted: Mutex::new(Vec::new()),
@@ -109,7 +129,7 @@ async fn no_over_admission_under_contention() {
         assert_eq!(admissions.len(), sent);
         let span = (end - start).as_nanos() as u64;
         println!(
-            "chained {chained}, fail fast {fail_fast}: {} admissions, bound {}",
+            "{store}, chained {chained}, fail fast {fail_fast}: {} admissions, bound {}",
             admissions.len(),
             u64::from(quotas.as_slice()[0].burst_size())
                 + span / quotas.as_slice()[0].emission_interval_nanos()

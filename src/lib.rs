@@ -45,7 +45,9 @@
 //! | `redis`   | `ratewise-redis`   | one quota shared by many workers through Redis |
 //! | `metrics` | `ratewise-metrics` | metrics for every layer |
 //!
-//! `full` enables all of them; the default is `pace`, `adapt`, `retry` and `breaker`.
+//! `full` enables all of them; the default is `pace`, `adapt`, `retry` and `breaker`. One more,
+//! `tsc-clock` (not in `full`), adds `pace::TscClock`: pacing on the CPU's counter, about 13 ns
+//! cheaper per decision than tokio's clock, but blind to tokio's paused clock in tests.
 //!
 //! # Supported Rust versions
 //!

@@ -30,6 +30,10 @@
 //! - **Stores**: the layer asks a [`RateLimiter`]; [`LocalLimiter`] is the in-memory one (one
 //!   lock-free `AtomicU64` compare-and-swap per key and quota, like governor), and
 //!   `ratewise-redis` shares a quota between processes through the same trait.
+//! - **Clocks**: [`LocalLimiter`] reads tokio's clock ([`TokioClock`]), so paused-clock tests
+//!   pace exactly. Where a few nanoseconds per request matter, the `tsc-clock` feature's
+//!   `TscClock` reads the CPU's counter instead (kept in step with tokio's clock, not with a
+//!   paused one): `PaceLayer::keyed(key_fn, table).limiter(LocalLimiter::with_clock(TscClock::new(), 100_000))`.
 //!
 //! # Example
 //!
@@ -95,17 +99,23 @@
 //! - **`max_wait` is decided up front** from the limiter's answer and the queue ahead
 //!   (`retry_after` of the head plus one interval per unit of cost queued ahead); a waiter
 //!   pushed back later by higher-priority requests fails when its limit passes.
-//! - **The clock is tokio's, on purpose.** [`LocalLimiter`] reads `tokio::time::Instant::now()`
-//!   on every decision, so pacing follows a paused clock in tests (an hour of a 5000/h quota
-//!   simulated exactly in milliseconds), and a `drain` until a tokio instant (a `Retry-After`
-//!   cooldown) lines up with the timers that wait for it. governor reads the TSC through quanta
-//!   by default: cheaper (about 10 ns against 24 ns here, `cargo bench -p ratewise-pace --bench
-//!   pace -- clock`), but blind to tokio's paused clock and calibrated once against the
-//!   monotonic clock, so it drifts from tokio's timers. Everything else in an acquire is
-//!   cheaper than governor's keyed limiter (no hashing per lookup: keys carry their hash; one
-//!   line-aligned entry per key; no SipHash): on the same clock ours takes 0.63-0.78x governor's
-//!   time, on each one's default clock 1.1-1.3x for a single thread and under 1x for two
-//!   contending threads. BENCHMARKS.md has the rows.
+//! - **The clock is tokio's by default, on purpose, and the TSC on request.** [`LocalLimiter`]
+//!   reads a [`Clock`]. The default, [`TokioClock`], reads `tokio::time::Instant::now()` on every
+//!   decision (DESIGN.md's time rule), so pacing follows a paused clock in tests (an hour of a
+//!   5000/h quota simulated exactly in milliseconds), and a `drain` until a tokio instant (a
+//!   `Retry-After` cooldown) lines up with the timers that wait for it. That read is most of an
+//!   acquire: about 22 ns of 43 here, where governor reads the TSC through quanta (about 9 ns;
+//!   `cargo bench -p ratewise-pace --bench pace --features tsc-clock -- clock`). So, departing
+//!   from the time rule as an opt-in, the `tsc-clock` feature adds `TscClock`: the same counter
+//!   governor reads, but put back in step with tokio's clock every 100 ms (governor's is
+//!   calibrated once and drifts from tokio's timers). It does not follow a paused clock, which is
+//!   why it is not the default: choose it where the stack is built and keep [`TokioClock`] in
+//!   paused-clock tests. Everything else in an acquire is cheaper than in governor's keyed limiter
+//!   (no hashing per lookup: keys carry their hash; one line-aligned entry per key): on the same
+//!   clock ours takes about 0.8x governor's time per keyed decision (both on the TSC, or both on
+//!   the monotonic clock), and [`LocalLimiter::direct`] (one bucket, no lookup: what
+//!   [`PaceLayer::new`] uses) matches governor's direct limiter (both are the counter read and one
+//!   compare-and-swap). BENCHMARKS.md has the rows.
 //! - Waits are recorded in [`PACE_WAIT_SECONDS`](ratewise_core::metric_names::PACE_WAIT_SECONDS)
 //!   (requests that waited) and refusals in
 //!   [`PACE_REFUSED_TOTAL`](ratewise_core::metric_names::PACE_REFUSED_TOTAL), both labelled by

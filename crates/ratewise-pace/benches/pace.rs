@@ -1,11 +1,13 @@
 //! Criterion benches of ratewise-pace against its peers, side by side in one run:
 //!
 //! - `acquire/*`: one admission decision, uncontended, on one key and round-robin over 10 000
-//!   keys, and 2-thread contended on one key: our `LocalLimiter` vs governor's direct and keyed
+//!   keys, and 2-thread contended on one key: our keyed `LocalLimiter` and our direct one
+//!   (`LocalLimiter::direct`, one bucket), each on tokio's clock (the default) and, with
+//!   `--features tsc-clock`, on the TSC (`*_tsc_clock`), vs governor's direct and keyed
 //!   (dashmap) limiters, governor's keyed limiter both on its default clock (the TSC, through
-//!   quanta) and on `std`'s monotonic clock, the one tokio's `Instant::now()` reads (equal
-//!   clocks). tower-resilience's limiter is not public on its own, so it appears in the layer
-//!   rows.
+//!   quanta) and on `std`'s monotonic clock, the one tokio's `Instant::now()` reads. Compare
+//!   rows on equal clocks. Each row reduces the decision to "admitted?" (a `bool`).
+//!   tower-resilience's limiter is not public on its own, so it appears in the layer rows.
 //! - `clock/*`: the clock reads themselves, to show how much of each acquire row is the clock.
 //! - `layer/*`: a full `ready().await; call(request).await` through each layer on a ready no-op
 //!   service: `PaceLayer` vs `tower::limit::RateLimit` vs tower-resilience's `RateLimiterLayer`.
@@ -13,7 +15,8 @@
 //! Every quota is large enough that nothing is ever refused or delayed: this measures the
 //! admitted fast path.
 //!
-//! Run: `cargo bench -p ratewise-pace --bench pace -- --warm-up-time 1 --measurement-time 3`
+//! Run: `cargo bench -p ratewise-pace --bench pace --features tsc-clock -- --warm-up-time 1
+//! --measurement-time 3`
 #![allow(missing_docs)]
 
 use std::convert::Infallible;
@@ -57,7 +60,6 @@ fn acquire(c: &mut Criterion) {
             )
         })
     });
-    // The same limiter on ratewise-core's generic KeyedState (`LocalLimiter::with_config`).
     #[cfg(feature = "tsc-clock")]
     {
         let tsc = LocalLimiter::with_clock(TscClock::new(), 100_000);
@@ -70,6 +72,7 @@ fn acquire(c: &mut Criterion) {
             })
         });
     }
+    // The same limiter on ratewise-core's generic KeyedState (`LocalLimiter::with_config`).
     let on_keyed_state = LocalLimiter::with_config(KeyedStateConfig::new()).unwrap();
     group.bench_function("one_key/ratewise_on_keyed_state", |b| {
         b.iter(|| {

@@ -14,9 +14,10 @@ use tokio::time::Instant;
 /// so a clock must tick with tokio's timers for cooldowns to end when the timers that wait for
 /// them fire.
 ///
-/// Contract: `now_nanos` never decreases by more than a few microseconds between two calls
+/// Contract: `now_nanos` stays within tens of microseconds of
+/// `tokio::time::Instant::now() - epoch()`, never decreases by more than that between two calls
 /// (a step back only makes the limiter stricter for that long, never admits more), and stays
-/// within a few microseconds of `tokio::time::Instant::now() - epoch()`.
+/// below 2^63 (292 years), so that GCRA arithmetic never saturates.
 pub trait Clock: Clone + Send + Sync + 'static {
     /// The tokio instant that nanosecond 0 of this clock stands for.
     fn epoch(&self) -> Instant;
@@ -99,9 +100,13 @@ mod tsc {
     use super::{Clock, as_nanos};
 
     /// How often the counter is put back in step with tokio's clock: every 100 ms of counter
-    /// time. quanta's calibration is good to a few parts per million, so between two
-    /// re-anchorings the clocks part by well under a microsecond.
+    /// time. Between two re-anchorings the clocks part by their rate difference over 100 ms:
+    /// under a microsecond for quanta's calibration error (parts per million), up to 50 µs
+    /// while NTP slews the system clock at its 500 ppm maximum.
     const REANCHOR_EVERY_NANOS: u64 = 100_000_000;
+
+    /// `next` while one caller re-anchors: the others read tokio's clock meanwhile.
+    const REANCHORING: u64 = 0;
 
     /// The CPU's time-stamp counter (through [quanta](https://docs.rs/quanta)), kept in step
     /// with tokio's clock: about 10 ns a read where tokio's clock takes about 25 ns on the
@@ -111,18 +116,21 @@ mod tsc {
     /// This is the clock governor reads by default. Unlike governor's, it does not drift from
     /// tokio's timers: every 100 ms of counter time one decision reads tokio's clock and
     /// corrects the offset, so a [`drain`](crate::RateLimiter::drain) until a tokio instant
-    /// ends when the timers waiting for it fire (give or take the calibration error over
-    /// 100 ms, a fraction of a microsecond; a correction that steps back only makes the
-    /// limiter stricter for that long).
+    /// ends when the timers waiting for it fire, give or take the clocks' rate difference over
+    /// 100 ms (under a microsecond from calibration; up to 50 µs while NTP slews the system
+    /// clock). A correction that steps back only makes the limiter stricter for that long, and
+    /// every anchor reads tokio's clock before the counter, so the counter errs late, not
+    /// early.
     ///
     /// **It does not follow tokio's paused clock**: in a `start_paused` test, buckets refill
-    /// in real time while timers run in simulated time. Keep the default [`TokioClock`] in
-    /// such tests (for instance, choose the clock where the stack is built and pass
-    /// `TokioClock` from tests), and use this one where a few nanoseconds per request matter.
-    /// On a CPU without a usable counter quanta falls back to the monotonic clock (then this
-    /// is no faster than [`TokioClock`], still correct).
+    /// in real time while timers run in simulated time. Keep the default
+    /// [`TokioClock`](super::TokioClock) in such tests (for instance, choose the clock where
+    /// the stack is built and pass `TokioClock` from tests), and use this one where a few
+    /// nanoseconds per request matter. On a CPU without a usable counter quanta falls back to
+    /// the monotonic clock (then this is no faster than `TokioClock`, still correct).
     ///
-    /// Each clone keeps itself in step with tokio's clock on its own.
+    /// Each clone keeps itself in step with tokio's clock on its own (a clone re-anchors on
+    /// its first read).
     pub struct TscClock {
         counter: quanta::Clock,
         /// The counter's raw reading at `epoch`.
@@ -147,23 +155,28 @@ mod tsc {
                 nanos_per_2_32_raw: self.nanos_per_2_32_raw,
                 epoch: self.epoch,
                 offset: AtomicI64::new(self.offset.load(Ordering::Relaxed)),
-                next: AtomicU64::new(self.next.load(Ordering::Relaxed)),
+                // Due at once: re-anchors on its first read (the original may be mid-anchor).
+                next: AtomicU64::new(1),
             }
         }
     }
 
     impl TscClock {
-        /// A clock whose epoch is now (it calibrates quanta's counter the first time one is
-        /// made in the process, which takes a few milliseconds).
+        /// A clock whose epoch is now. The first one made in the process calibrates quanta's
+        /// counter against the monotonic clock, busy for up to 200 ms on the calling thread:
+        /// make it at start-up.
         pub fn new() -> Self {
             let counter = quanta::Clock::new();
             let nanos_per_2_32_raw = counter.delta_as_nanos(0, 1 << 32);
+            // tokio's clock first, the counter second: the counter starts (and every anchor
+            // leaves it) a little behind, which errs strict.
+            let epoch = Instant::now();
             let base_raw = counter.raw();
             TscClock {
                 counter,
                 base_raw,
                 nanos_per_2_32_raw,
-                epoch: Instant::now(),
+                epoch,
                 offset: AtomicI64::new(0),
                 next: AtomicU64::new(REANCHOR_EVERY_NANOS),
             }
@@ -179,34 +192,41 @@ mod tsc {
             nanos as u64
         }
 
+        fn tokio_nanos(&self) -> u64 {
+            as_nanos(Instant::now().saturating_duration_since(self.epoch))
+        }
+
+        /// Due (or the counter went back before the last anchor, or another caller is
+        /// re-anchoring): one caller re-anchors, the others read tokio's clock meanwhile.
         #[cold]
         #[inline(never)]
-        fn reanchor(&self, counted: u64, due: u64) -> u64 {
-            // One caller per period re-reads tokio's clock; the others use the offset they read.
-            if self
-                .next
-                .compare_exchange(
-                    due,
-                    counted.saturating_add(REANCHOR_EVERY_NANOS),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
-                .is_err()
+        fn reanchor(&self, due: u64) -> u64 {
+            if due == REANCHORING
+                || self
+                    .next
+                    .compare_exchange(due, REANCHORING, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err()
             {
-                return apply(counted, self.offset.load(Ordering::Relaxed));
+                return self.tokio_nanos();
             }
-            let tokio = as_nanos(Instant::now().saturating_duration_since(self.epoch));
+            let tokio = self.tokio_nanos();
+            let counted = self.counted();
             let offset = i64::try_from(i128::from(tokio) - i128::from(counted)).unwrap_or(0);
             self.offset.store(offset, Ordering::Relaxed);
+            // Published after the offset: a reader that sees this `next` sees that offset.
+            self.next.store(
+                counted.saturating_add(REANCHOR_EVERY_NANOS).max(1),
+                Ordering::Release,
+            );
             tokio
         }
     }
 
     #[inline]
     fn apply(counted: u64, offset: i64) -> u64 {
-        // Wrapping is exact here: `counted + offset` is tokio's time at the last re-anchoring
-        // (at least 100 ms) plus the counter's time since, never below 0 nor near 2^64.
-        counted.wrapping_add_signed(offset)
+        // Saturating: a counter read behind the anchor (cores out of step, a resumed VM) must
+        // give an early time, never wrap to a far one.
+        counted.saturating_add_signed(offset)
     }
 
     impl Default for TscClock {
@@ -232,9 +252,12 @@ mod tsc {
         #[inline]
         fn now_nanos(&self) -> u64 {
             let counted = self.counted();
-            let due = self.next.load(Ordering::Relaxed);
-            if counted >= due {
-                return self.reanchor(counted, due);
+            let due = self.next.load(Ordering::Acquire);
+            // One compare for "inside [due - period, due)": past due, behind the last anchor
+            // (the counter went back), or `REANCHORING` (which wraps outside) go cold.
+            if counted.wrapping_sub(due.wrapping_sub(REANCHOR_EVERY_NANOS)) >= REANCHOR_EVERY_NANOS
+            {
+                return self.reanchor(due);
             }
             apply(counted, self.offset.load(Ordering::Relaxed))
         }
@@ -283,14 +306,56 @@ mod tsc {
         #[test]
         fn reanchors_to_tokio_clock() {
             let clock = TscClock::new();
-            // Pretend the counter drifted by 5 ms; the next re-anchoring corrects it.
+            // Pretend the counter drifted 5 ms ahead; the re-anchoring when due corrects it.
             clock.offset.store(5_000_000, Ordering::Relaxed);
-            clock.next.store(0, Ordering::Relaxed);
+            clock.next.store(1, Ordering::Relaxed);
             let now = clock.now_nanos();
             let tokio = clock.nanos_at(Instant::now());
             assert!(now <= tokio, "{now} {tokio}");
             assert!(clock.offset.load(Ordering::Relaxed).abs() < 1_000_000);
-            assert!(clock.next.load(Ordering::Relaxed) > 0);
+            assert!(clock.next.load(Ordering::Relaxed) > REANCHORING);
+        }
+
+        #[test]
+        fn a_counter_behind_the_last_anchor_reanchors() {
+            let clock = TscClock::new();
+            // As if the last anchor were far ahead of the counter (the counter went back).
+            clock.next.store(u64::MAX / 2, Ordering::Relaxed);
+            clock.offset.store(-1_000_000_000_000, Ordering::Relaxed);
+            let now = clock.now_nanos();
+            assert!(now <= clock.nanos_at(Instant::now()));
+            assert!(clock.next.load(Ordering::Relaxed) < u64::MAX / 2);
+            assert!(clock.offset.load(Ordering::Relaxed) > -1_000_000);
+        }
+
+        #[test]
+        fn readers_use_tokio_clock_while_another_reanchors() {
+            let clock = TscClock::new();
+            clock.next.store(REANCHORING, Ordering::Relaxed);
+            // A stale offset is not used meanwhile.
+            clock.offset.store(10_000_000_000, Ordering::Relaxed);
+            let before = clock.nanos_at(Instant::now());
+            let now = clock.now_nanos();
+            let after = clock.nanos_at(Instant::now());
+            assert!(before <= now && now <= after, "{before} {now} {after}");
+            assert_eq!(clock.next.load(Ordering::Relaxed), REANCHORING);
+        }
+
+        #[test]
+        fn a_clone_reanchors_on_its_first_read() {
+            let clock = TscClock::new();
+            clock.offset.store(7_000_000, Ordering::Relaxed);
+            let copy = clock.clone();
+            let now = copy.now_nanos();
+            assert!(now <= copy.nanos_at(Instant::now()));
+            assert!(copy.offset.load(Ordering::Relaxed).abs() < 1_000_000);
+        }
+
+        #[test]
+        fn offsets_saturate_never_wrap() {
+            assert_eq!(apply(5, -10), 0);
+            assert_eq!(apply(u64::MAX - 1, 10), u64::MAX);
+            assert_eq!(apply(100, -10), 90);
         }
     }
 }

@@ -214,6 +214,10 @@ pub struct PaceLayer<L = LocalLimiter, K = Global, C = UnitCost> {
 impl PaceLayer {
     /// One bucket shared by every request, with these (chained) quotas.
     ///
+    /// The limiter is a [`LocalLimiter::direct`]: one bucket and no lookup. Every key shares
+    /// it, so a [`PaceHandle`] of this layer drains the one bucket whatever key it names (the
+    /// layer's requests all have one key, `global`).
+    ///
     /// ```
     /// use ratewise_pace::{PaceLayer, Quota};
     ///

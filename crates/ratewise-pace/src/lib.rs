@@ -114,8 +114,8 @@
 //!   (no hashing per lookup: keys carry their hash; one line-aligned entry per key): on the same
 //!   clock ours takes about 0.8x governor's time per keyed decision (both on the TSC, or both on
 //!   the monotonic clock), and [`LocalLimiter::direct`] (one bucket, no lookup: what
-//!   [`PaceLayer::new`] uses) matches governor's direct limiter (both are the counter read and one
-//!   compare-and-swap). BENCHMARKS.md has the rows.
+//!   [`PaceLayer::new`] uses) on the TSC clock matches governor's direct limiter (each decision is
+//!   the counter read and one compare-and-swap). BENCHMARKS.md has the rows.
 //! - Waits are recorded in [`PACE_WAIT_SECONDS`](ratewise_core::metric_names::PACE_WAIT_SECONDS)
 //!   (requests that waited) and refusals in
 //!   [`PACE_REFUSED_TOTAL`](ratewise_core::metric_names::PACE_REFUSED_TOTAL), both labelled by

@@ -224,13 +224,13 @@ pub struct LocalLimiter<C = TokioClock> {
 
 #[derive(Clone)]
 enum Store {
+    /// Built by `direct`: one bucket for every key (on a line of its own, so that threads
+    /// contend on the bucket only). First, so that it is the first tested.
+    Single(Arc<LineBucket>),
     /// The default: buckets inline in a sharded map, dropped once full (see `store.rs`).
     Own(Arc<BucketMap>),
     /// Built by `with_config`: the generic keyed map of ratewise-core.
     Keyed(KeyedState<Bucket>),
-    /// Built by `direct`: one bucket for every key (on a line of its own, so that threads
-    /// contend on the bucket only).
-    Single(Arc<LineBucket>),
 }
 
 /// A bucket alone on its cache line(s).
@@ -354,18 +354,19 @@ impl<C: Clock> LocalLimiter<C> {
         let [quota] = quotas else {
             return self.check_chain(key, quotas, cost);
         };
-        // All the validation one quota needs (before touching state: an insert may evict).
-        if cost > quota.burst_size() {
-            return Err(cost_exceeds_burst(key, quota, cost));
-        }
         let now = self.clock.now_nanos();
         let verdict = match &self.store {
+            // No insert here, and the arithmetic saturates, so a cost above the burst can only
+            // be refused: checked then, off the admitted path.
             Store::Single(bucket) => bucket.0.acquire_one(quota, cost, now),
+            // Checked before the lookup: an insert at the cap may evict another key.
+            _ if cost > quota.burst_size() => return Err(cost_exceeds_burst(key, quota, cost)),
             Store::Own(map) => map.with(key, now, |bucket| bucket.acquire_one(quota, cost, now)),
             Store::Keyed(_) => self.store_with_cold(key, now, quotas, cost),
         };
         match verdict {
             Ok(()) => Ok(Decision::Allowed),
+            Err(_) if cost > quota.burst_size() => Err(cost_exceeds_burst(key, quota, cost)),
             Err(wait) => Ok(denied(wait)),
         }
     }

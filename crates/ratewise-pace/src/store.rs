@@ -10,9 +10,16 @@
 //! of the string, often a cache miss away), and finds key and bucket in one 64-byte,
 //! line-aligned entry. With 10 000 keys that is one cache line per lookup besides the control
 //! bytes, where a map of `Key -> bucket` hashed by name reads three.
+//!
+//! Why crossbeam's `ShardedLock` and not `std::sync::RwLock` per shard: a read lock of a
+//! `RwLock` writes its one lock word, so threads pacing one key bounce two lines per decision
+//! (the lock word and the bucket). `ShardedLock` gives each thread its own reader lock, and
+//! only the bucket's compare-and-swap is shared: two threads on one key took 45 ns per
+//! decision instead of 134 ns (governor's `DashMap`, a `RwLock` per shard: 100 ns), at no cost
+//! for one thread. Writers (a new key, a sweep) lock every reader lock, which is the rare path.
 
+use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use hashbrown::HashTable;
 use ratewise_core::Key;
@@ -36,13 +43,13 @@ struct Entry {
 const _: () = assert!(std::mem::size_of::<Entry>() == 64);
 
 /// A shard's lock and table header on cache lines of their own: threads on keys of
-/// neighbouring shards do not bounce each other's lock word (two lines, for the adjacent-line
-/// prefetcher).
+/// neighbouring shards do not share the line they read the table header from (two lines, for
+/// the adjacent-line prefetcher).
 #[repr(align(128))]
-struct Shard(RwLock<HashTable<Entry>>);
+struct Shard(ShardedLock<HashTable<Entry>>);
 
 impl std::ops::Deref for Shard {
-    type Target = RwLock<HashTable<Entry>>;
+    type Target = ShardedLock<HashTable<Entry>>;
 
     fn deref(&self) -> &Self::Target {
         &self.0
@@ -64,7 +71,7 @@ impl BucketMap {
     pub(crate) fn new(max_keys: usize) -> Self {
         BucketMap {
             shards: (0..SHARDS)
-                .map(|_| Shard(RwLock::new(HashTable::new())))
+                .map(|_| Shard(ShardedLock::new(HashTable::new())))
                 .collect(),
             len: AtomicUsize::new(0),
             max_keys: max_keys.max(1),
@@ -225,11 +232,11 @@ impl BucketMap {
 
 /// Poison-tolerant locks: buckets are inserted and removed whole, and their atomics are never
 /// left half-updated by a panic (no user code runs under these locks).
-fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+fn read<T>(lock: &ShardedLock<T>) -> ShardedLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+fn write<T>(lock: &ShardedLock<T>) -> ShardedLockWriteGuard<'_, T> {
     lock.write()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -2,7 +2,9 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
 use std::time::Duration;
 
 use hashbrown::HashTable;
@@ -135,7 +137,7 @@ impl std::error::Error for KeyedStateError {}
 /// Per key: about 80 bytes (a 40-byte table entry holding the key and its hash, a control byte,
 /// the `Arc` header and slack), plus the key's name
 /// (shared with the key function's interned copy) and `size_of::<V>()`. Per map: 2 KiB for
-/// the 16 shards, each on cache lines of its own.
+/// the 16 shards, each on cache lines of its own, and 16 KiB for their per-thread reader locks.
 ///
 /// # Clone
 ///
@@ -144,11 +146,16 @@ pub struct KeyedState<V> {
     shared: Arc<Shared<V>>,
 }
 
-/// A shard's lock and table header on cache lines of their own: threads on keys of
-/// neighbouring shards do not bounce each other's lock word (two lines, for the adjacent-line
-/// prefetcher).
+/// A shard's lock and table header on cache lines of their own (two lines, for the
+/// adjacent-line prefetcher).
+///
+/// The lock is crossbeam's `ShardedLock`, not `std::sync::RwLock`: a `RwLock` read lock writes
+/// the lock word, so every thread looking up keys of one shard (every request to one host, in
+/// every layer) bounces that line; `ShardedLock` gives each thread its own reader lock. Hits
+/// then write nothing shared (`mark_used` writes only when the bit is clear). Writers (new
+/// keys, sweeps, evictions) take every reader lock: the rare path.
 #[repr(align(128))]
-struct Shard<V>(RwLock<HashTable<Entry<V>>>);
+struct Shard<V>(ShardedLock<HashTable<Entry<V>>>);
 
 struct Shared<V> {
     /// Indexed by each key's [`prehash`](Key::prehash): a lookup hashes nothing.
@@ -208,7 +215,7 @@ impl<V> KeyedState<V> {
             return Err(KeyedStateError::ZeroIdleTimeout);
         }
         let shards = (0..SHARDS)
-            .map(|_| Shard(RwLock::new(HashTable::new())))
+            .map(|_| Shard(ShardedLock::new(HashTable::new())))
             .collect();
         Ok(KeyedState {
             shared: Arc::new(Shared {
@@ -437,7 +444,7 @@ impl<V> KeyedState<V> {
 }
 
 impl<V> Shared<V> {
-    fn shard(&self, key: &Key) -> &RwLock<HashTable<Entry<V>>> {
+    fn shard(&self, key: &Key) -> &ShardedLock<HashTable<Entry<V>>> {
         // Bits 40..44: each shard's table uses the low bits (bucket index) and the top 7 bits
         // (the tag that filters probes), so choosing the shard by either would leave every key
         // of a shard with nearly the same index or tag.
@@ -505,11 +512,11 @@ fn duration_nanos(duration: Duration) -> u64 {
 
 /// Poison-tolerant locks: a panic in a caller's closure cannot leave the map itself
 /// inconsistent (entries are inserted and removed whole).
-fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+fn read<T>(lock: &ShardedLock<T>) -> ShardedLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+fn write<T>(lock: &ShardedLock<T>) -> ShardedLockWriteGuard<'_, T> {
     lock.write()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -271,7 +271,7 @@ impl ByHost {
 
 impl KeyFn for ByHost {
     fn key(&self, parts: &Parts) -> Key {
-        with_host(parts, |host| self.intern(host))
+        with_request_host(parts, |host| self.intern(host))
     }
 }
 
@@ -424,10 +424,23 @@ impl<V: Clone> Interned<V> {
     }
 }
 
-/// Calls `f` with the request's host, lowercased (allocating only when it is not already),
-/// without userinfo and without the scheme's default port.
+/// Calls `f` with the request's host as every ratewise key names it: the URI's authority (or
+/// the `Host` header of a relative URI, or `""`), lowercased (allocating only when it is not
+/// already), without userinfo and without the scheme's default port.
+///
+/// [`ByHost`] keys are these strings; layers that namespace other state by host (the
+/// adaptation layer's server-declared buckets) use it too, so that `https://API.example.com:443`
+/// and `https://api.example.com` are one server everywhere.
+///
+/// ```
+/// let (parts, ()) = http::Request::get("https://user@API.Example.com:443/x")
+///     .body(())
+///     .unwrap()
+///     .into_parts();
+/// ratewise_core::with_request_host(&parts, |host| assert_eq!(host, "api.example.com"));
+/// ```
 #[inline]
-fn with_host<R>(parts: &Parts, f: impl FnOnce(&str) -> R) -> R {
+pub fn with_request_host<R>(parts: &Parts, f: impl FnOnce(&str) -> R) -> R {
     let authority = match parts.uri.authority() {
         Some(authority) => authority.as_str(),
         None => parts
@@ -573,7 +586,7 @@ impl ByHostAndRoute {
 impl KeyFn for ByHostAndRoute {
     fn key(&self, parts: &Parts) -> Key {
         let bucket = self.routes.bucket(parts.uri.path());
-        with_host(parts, |host| {
+        with_request_host(parts, |host| {
             let known = |_: &Key, pairs: &Pairs| {
                 pairs
                     .iter()
@@ -641,7 +654,7 @@ mod tests {
         }
     }
 
-    /// The host extraction that `with_host` replaced (rsplit on `@`, strip the default port,
+    /// The host extraction that `with_request_host` replaced (rsplit on `@`, strip the default port,
     /// lowercase), kept as the reference the one-pass scan must agree with.
     fn reference_host(parts: &Parts) -> String {
         let host = parts
@@ -710,7 +723,7 @@ mod tests {
                 return Ok(());
             };
             let parts = request.into_parts().0;
-            let found = with_host(&parts, str::to_owned);
+            let found = with_request_host(&parts, str::to_owned);
             proptest::prop_assert_eq!(&found, &reference_host(&parts), "uri {}", uri);
             let by_host = ByHost::new();
             let key = by_host.key(&parts);
@@ -724,7 +737,7 @@ mod tests {
                 .unwrap();
             let mut parts = parts;
             parts.uri = built;
-            proptest::prop_assert_eq!(&with_host(&parts, str::to_owned), &reference_host(&parts));
+            proptest::prop_assert_eq!(&with_request_host(&parts, str::to_owned), &reference_host(&parts));
         }
 
         /// The word-at-a-time scan agrees with the byte loop on any bytes.
@@ -753,7 +766,7 @@ mod tests {
                 return Ok(());
             };
             parts.headers.insert(http::header::HOST, value);
-            proptest::prop_assert_eq!(with_host(&parts, str::to_owned), reference_host(&parts));
+            proptest::prop_assert_eq!(with_request_host(&parts, str::to_owned), reference_host(&parts));
         }
     }
 

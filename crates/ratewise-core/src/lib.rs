@@ -58,6 +58,6 @@ mod route;
 pub use deadline::Deadline;
 #[doc(inline)]
 pub use error::{AdaptWaitTooLong, BoxError, CircuitOpen, PaceWaitTooLong, Refusal, find_refusal};
-pub use key::{ByHost, ByHostAndRoute, ByRoute, Global, Key, KeyFn};
+pub use key::{ByHost, ByHostAndRoute, ByRoute, Global, Key, KeyFn, with_request_host};
 pub use keyed::{KeyedState, KeyedStateConfig, KeyedStateError};
 pub use route::{RouteError, RouteTable, RouteTableBuilder};

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
-use ratewise_core::{BoxError, Deadline, KeyFn};
+use ratewise_core::{BoxError, Deadline, KeyFn, with_request_host};
 use tokio::time::Instant;
 use tower_service::Service;
 
@@ -73,9 +73,11 @@ where
         let (parts, body) = request.into_parts();
         let key = shared.config.key_fn.key(&parts);
         let deadline = parts.extensions.get::<Deadline>().copied();
-        let route = shared
-            .routes
-            .get_or_insert_with(&key, || KeyState::new(key.clone(), host_of(&parts), shared));
+        let route = shared.routes.get_or_insert_with(&key, || {
+            // Server-declared buckets are per host, named as every ratewise key names a
+            // host (lowercase, no userinfo, no default port): one server, one namespace.
+            with_request_host(&parts, |host| KeyState::new(key.clone(), host, shared))
+        });
         let segment = path_segment(parts.uri.path());
         let request = Request::from_parts(parts, body);
         let state = route.resolve(segment);
@@ -103,20 +105,4 @@ where
             }
         }
     }
-}
-
-/// The request's authority (or `Host` header), the namespace of server-declared bucket keys.
-fn host_of(parts: &http::request::Parts) -> &str {
-    let host = parts
-        .uri
-        .authority()
-        .map(|authority| authority.as_str())
-        .or_else(|| {
-            parts
-                .headers
-                .get(http::header::HOST)
-                .and_then(|value| value.to_str().ok())
-        })
-        .unwrap_or("");
-    host.rsplit_once('@').map_or(host, |(_, host)| host)
 }

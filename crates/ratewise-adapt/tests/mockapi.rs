@@ -49,9 +49,13 @@ async fn drive(
             while Instant::now() < end {
                 let path = paths[n % paths.len()];
                 n += 1;
-                let request = Request::get(format!("{HOST}{path}"))
-                    .body(Empty::<Bytes>::new())
-                    .unwrap();
+                // A full URL as is (to spell the host differently), else a path on HOST.
+                let uri = if path.starts_with("http") {
+                    path.to_owned()
+                } else {
+                    format!("{HOST}{path}")
+                };
+                let request = Request::get(uri).body(Empty::<Bytes>::new()).unwrap();
                 match send(&mut service, request).await {
                     Ok(_) => {}
                     Err(error) if error.is::<AdaptWaitTooLong>() => {
@@ -217,6 +221,63 @@ async fn discord_buckets_are_shared_between_routes() {
     let two = layer.snapshot(&Key::new("channel-2")).unwrap();
     assert_eq!(one.key(), two.key());
     assert_eq!(one.key().as_str(), "api.test bucket:abcd1234");
+}
+
+/// The same server bucket reached through two spellings of one host (capitals, the default
+/// port): one namespace, so the routes share what the server declares. Before the fix, the
+/// bucket was namespaced by the raw authority, each spelling had its own copy of the bucket,
+/// and together they sent twice the limit.
+#[tokio::test(start_paused = true)]
+async fn one_server_bucket_whatever_the_spelling_of_its_host() {
+    let period = Duration::from_secs(5);
+    let windows = 24u32;
+    let limit = 10u64;
+    let api = MockApi::new(
+        MockConfig::new()
+            .endpoint(
+                EndpointConfig::new("/channels/1")
+                    .dialect(Dialect::Discord)
+                    .latency(Duration::from_millis(20)),
+            )
+            .endpoint(
+                EndpointConfig::new("/channels/2")
+                    .dialect(Dialect::Discord)
+                    .latency(Duration::from_millis(20)),
+            )
+            .shared_quota(Quota::fixed_window(limit, period).name("abcd1234")),
+    );
+    let routes = RouteTable::builder()
+        .prefix("/channels/1", "channel-1")
+        .unwrap()
+        .prefix("/channels/2", "channel-2")
+        .unwrap()
+        .build();
+    let layer = AdaptLayer::builder()
+        .key_fn(ByRoute(routes))
+        .build()
+        .unwrap();
+    let refusals = drive(
+        &api,
+        &layer,
+        32,
+        &[
+            "http://user@API.Test:80/channels/1/messages",
+            "http://api.test/channels/2/messages",
+        ],
+        period * windows,
+    )
+    .await;
+    let counts = per_window(&api.requests(), period, windows as usize);
+    assert!(counts[0].1 <= 1, "{} 429s in the first window", counts[0].1);
+    assert!(
+        counts.iter().skip(1).all(|(_, limited)| *limited == 0),
+        "{counts:?}"
+    );
+    assert_eq!(refusals, 0);
+    let one = layer.snapshot(&Key::new("channel-1")).unwrap();
+    let two = layer.snapshot(&Key::new("channel-2")).unwrap();
+    assert_eq!(one.key().as_str(), "api.test bucket:abcd1234");
+    assert_eq!(two.key().as_str(), "api.test bucket:abcd1234");
 }
 
 /// One 429 with `Retry-After: 30`: no request of the key reaches the server for 30 s after it,

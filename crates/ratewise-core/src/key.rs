@@ -20,8 +20,9 @@ use crate::route::RouteTable;
 ///
 /// A `Key` is an `Arc<str>` and its hash, computed once when the key is made: cloning it is one
 /// atomic increment and never allocates. Key functions hand out clones of keys they already hold
-/// ([`RouteTable`] buckets, interned hosts), so computing a key allocates nothing on the fast
-/// path, and the keyed stores of the layers find a key's state without hashing its name again
+/// ([`RouteTable`] buckets, interned hosts; for a key a thread asks for often, the thread's own
+/// copy, so that threads do not share one reference count), so computing a key allocates
+/// nothing on the fast path, and the keyed stores of the layers find a key's state without hashing its name again
 /// ([`prehash`](Key::prehash)). Two clones of one key compare equal by pointer, without reading
 /// the string; keys made separately compare by hash, then by name.
 ///
@@ -67,6 +68,95 @@ impl Key {
     #[inline]
     pub fn prehash(&self) -> u64 {
         self.hash
+    }
+
+    /// A clone of this key for the calling thread: equal to it, with the same prehash, but, for
+    /// a key the thread asks for often, a copy of its own, so that cloning and dropping it
+    /// writes a reference count no other thread writes.
+    ///
+    /// Why: key functions hand out clones of one shared key (a host, a route bucket) to every
+    /// request, and every layer computes its key, so on a multi-threaded runtime every thread
+    /// sending to one host incremented and decremented one shared count several times per
+    /// request: the cache line bounced between cores (`by_host` from two threads: 57 ns a key
+    /// instead of 22). The copies compare equal to the shared key by hash and name (a few bytes
+    /// of the name), and the stores find states made with either.
+    #[inline]
+    pub(crate) fn for_this_thread(&self) -> Key {
+        #[cfg(test)]
+        if tests::NO_THREAD_COPIES.get() {
+            return self.clone();
+        }
+        THREAD_KEYS
+            .try_with(|keys| keys.try_borrow_mut().ok()?.find_or_copy(self))
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| self.clone())
+    }
+}
+
+/// Most keys a thread keeps copies of ([`Key::for_this_thread`]).
+const THREAD_KEYS_MAX: usize = 8;
+
+/// A key not among a thread's copies is copied on every this-many-th miss: a thread cycling
+/// through more keys than it keeps copies of allocates for one request in eight, not each.
+const COPY_EVERY_MISSES: u32 = 8;
+
+/// A thread's copies of the shared keys it asked for, the most recently used first.
+struct ThreadKeys {
+    /// (the shared key, which keeps its address from being reused; this thread's copy).
+    copies: Vec<(Key, Key)>,
+    misses: u32,
+}
+
+thread_local! {
+    static THREAD_KEYS: RefCell<ThreadKeys> = const {
+        RefCell::new(ThreadKeys { copies: Vec::new(), misses: 0 })
+    };
+}
+
+impl ThreadKeys {
+    #[inline]
+    fn find_or_copy(&mut self, shared: &Key) -> Option<Key> {
+        // The common case: the key the thread asked for last.
+        if let Some((known, copy)) = self.copies.first()
+            && Arc::ptr_eq(&known.name, &shared.name)
+        {
+            return Some(copy.clone());
+        }
+        self.find_further(shared)
+    }
+
+    #[inline(never)]
+    fn find_further(&mut self, shared: &Key) -> Option<Key> {
+        let found = self
+            .copies
+            .iter()
+            .position(|(known, _)| Arc::ptr_eq(&known.name, &shared.name));
+        match found {
+            Some(index) => {
+                self.copies.swap(0, index);
+                Some(self.copies[0].1.clone())
+            }
+            None => self.copy(shared),
+        }
+    }
+
+    #[cold]
+    fn copy(&mut self, shared: &Key) -> Option<Key> {
+        self.misses += 1;
+        if self.misses < COPY_EVERY_MISSES {
+            return None;
+        }
+        self.misses = 0;
+        let copy = Key {
+            name: Arc::from(&*shared.name),
+            hash: shared.hash,
+        };
+        if self.copies.len() >= THREAD_KEYS_MAX {
+            self.copies.pop();
+        }
+        self.copies.insert(0, (shared.clone(), copy.clone()));
+        Some(copy)
     }
 }
 
@@ -215,7 +305,7 @@ impl Default for Global {
 
 impl KeyFn for Global {
     fn key(&self, _parts: &Parts) -> Key {
-        self.key.clone()
+        self.key.for_this_thread()
     }
 }
 
@@ -254,7 +344,7 @@ impl ByHost {
     fn intern(&self, host: &str) -> Key {
         if let Some(key) = self
             .interned
-            .lookup(&HOST_MEMO, host, |key, ()| Some(key.clone()))
+            .lookup(&HOST_MEMO, host, |key, ()| Some(key.for_this_thread()))
         {
             return key;
         }
@@ -548,7 +638,7 @@ pub struct ByRoute(pub RouteTable);
 
 impl KeyFn for ByRoute {
     fn key(&self, parts: &Parts) -> Key {
-        self.0.bucket(parts.uri.path()).clone()
+        self.0.bucket(parts.uri.path()).for_this_thread()
     }
 }
 
@@ -591,7 +681,7 @@ impl KeyFn for ByHostAndRoute {
                 pairs
                     .iter()
                     .find(|(b, _)| b == bucket)
-                    .map(|(_, key)| key.clone())
+                    .map(|(_, key)| key.for_this_thread())
             };
             if let Some(key) = self.interned.lookup(&ROUTE_MEMO, host, known) {
                 return key;
@@ -617,6 +707,100 @@ impl KeyFn for ByHostAndRoute {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    thread_local! {
+        /// Set by tests about interning, which check which table's key comes out.
+        pub(super) static NO_THREAD_COPIES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    /// Whether `key` is `shared` or this thread's copy of it.
+    fn is_or_copies(key: &Key, shared: &Key) -> bool {
+        Arc::ptr_eq(&key.name, &shared.name)
+            || THREAD_KEYS.with(|keys| {
+                keys.borrow().copies.iter().any(|(known, copy)| {
+                    Arc::ptr_eq(&known.name, &shared.name) && Arc::ptr_eq(&copy.name, &key.name)
+                })
+            })
+    }
+
+    /// Key functions hand each thread its own copy of a key it asks for often: equal, same
+    /// prehash, found by the stores, but a different reference count on each thread.
+    #[test]
+    fn threads_get_their_own_copies_of_hot_keys() {
+        let by_host = ByHost::new();
+        let global = Global::named("everything");
+        let routes = RouteTable::builder().prefix("/a", "a").unwrap().build();
+        let by_route = ByRoute(routes.clone());
+        let by_host_and_route = ByHostAndRoute::new(routes);
+        let request = parts("https://api.test/a/1");
+        let state = crate::KeyedState::new(crate::KeyedStateConfig::new()).unwrap();
+        let key_fns: [&(dyn KeyFn + Sync); 4] = [&by_host, &global, &by_route, &by_host_and_route];
+        let per_thread: Vec<Vec<Key>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..2)
+                .map(|_| {
+                    let state = state.clone();
+                    let request = &request;
+                    scope.spawn(move || {
+                        key_fns
+                            .iter()
+                            .map(|key_fn| {
+                                let first = key_fn.key(request);
+                                for _ in 0..2 * COPY_EVERY_MISSES {
+                                    assert_eq!(key_fn.key(request), first);
+                                }
+                                let hot = key_fn.key(request);
+                                assert!(is_or_copies(&hot, &hot), "{hot}");
+                                assert_eq!(hot, first);
+                                assert_eq!(hot.prehash(), first.prehash());
+                                // Stable once copied: the same copy every time.
+                                assert!(Arc::ptr_eq(&key_fn.key(request).name, &hot.name));
+                                state.with_or_insert(&hot, || 0u8, |_| ());
+                                hot
+                            })
+                            .collect()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (a, b) in per_thread[0].iter().zip(&per_thread[1]) {
+            assert_eq!(a, b);
+            assert!(
+                !Arc::ptr_eq(&a.name, &b.name),
+                "{a}: one count shared by two threads"
+            );
+        }
+        // One state per key, whichever thread's copy made it.
+        assert_eq!(state.len(), 4);
+    }
+
+    /// A thread cycling through more keys than it keeps copies of copies one miss in
+    /// `COPY_EVERY_MISSES` and keeps at most `THREAD_KEYS_MAX`.
+    #[test]
+    fn thread_copies_are_bounded() {
+        let keys: Vec<Key> = (0..3 * THREAD_KEYS_MAX)
+            .map(|i| Key::new(format!("k{i}")))
+            .collect();
+        let mut made = std::collections::HashSet::new();
+        for _ in 0..4 {
+            for key in &keys {
+                let out = key.for_this_thread();
+                assert_eq!(&out, key);
+                if !Arc::ptr_eq(&out.name, &key.name) {
+                    made.insert(Arc::as_ptr(&out.name) as *const u8 as usize);
+                }
+            }
+        }
+        THREAD_KEYS.with(|keys| assert!(keys.borrow().copies.len() <= THREAD_KEYS_MAX));
+        // Mostly misses (the keys cycle past the copies kept): one in eight makes a copy.
+        let calls = 4 * keys.len();
+        assert!(
+            made.len() <= calls / COPY_EVERY_MISSES as usize + 1,
+            "{}",
+            made.len()
+        );
+        assert!(!made.is_empty());
+    }
 
     fn parts(uri: &str) -> Parts {
         http::Request::get(uri).body(()).unwrap().into_parts().0
@@ -887,6 +1071,8 @@ mod tests {
     /// whichever table the thread used last, and a table learns new buckets of the memo's host.
     #[test]
     fn the_thread_memo_keeps_tables_apart() {
+        // About interning: which table's key comes out, not the thread's copies of it.
+        NO_THREAD_COPIES.set(true);
         let interned = |by_host: &ByHost, host: &str| {
             by_host
                 .interned
@@ -967,6 +1153,7 @@ mod tests {
                 .map(|_| {
                     let by_host = by_host.clone();
                     scope.spawn(move || {
+                        NO_THREAD_COPIES.set(true);
                         (0..64)
                             .map(|i| by_host.key(&parts(&format!("http://h{i}.example:8080/"))))
                             .collect()

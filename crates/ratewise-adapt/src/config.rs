@@ -71,6 +71,7 @@ pub struct AdaptConfig {
     pub(crate) header_less: bool,
     pub(crate) keyed: KeyedStateConfig,
     pub(crate) unknown_reset: Duration,
+    pub(crate) unexplained_refusal: Duration,
 }
 
 impl fmt::Debug for AdaptConfig {
@@ -84,6 +85,7 @@ impl fmt::Debug for AdaptConfig {
             .field("header_less", &self.header_less)
             .field("keyed", &self.keyed)
             .field("unknown_reset", &self.unknown_reset)
+            .field("unexplained_refusal", &self.unexplained_refusal)
             .finish_non_exhaustive()
     }
 }
@@ -98,7 +100,7 @@ impl AdaptConfig {
     /// The defaults: key by host and route bucket (with an empty [`RouteTable`], so by host),
     /// margin `Count(0)`, no spreading, slow start of 1 request with a `probe_timeout` of 10 s,
     /// `max_wait` 60 s, header-less CUBIC mode on, at most 10 000 keys idle-evicted after 10
-    /// minutes.
+    /// minutes, a 60 s cooldown after a refusal the headers do not explain.
     pub fn new() -> Self {
         AdaptConfig {
             key_fn: Arc::new(ByHostAndRoute::new(RouteTable::default())),
@@ -110,6 +112,7 @@ impl AdaptConfig {
             header_less: true,
             keyed: KeyedStateConfig::new(),
             unknown_reset: Duration::from_secs(1),
+            unexplained_refusal: Duration::from_secs(60),
         }
     }
 
@@ -187,6 +190,17 @@ impl AdaptConfig {
     /// (default 1 s); then one request probes. Must be non-zero.
     pub fn unknown_reset(mut self, after: Duration) -> Self {
         self.unknown_reset = after;
+        self
+    }
+
+    /// How long a refusal that the response's headers do not explain pauses its key (default
+    /// 60 s; zero turns it off): a 429 (or rate-limit 403) without `Retry-After` whose policies
+    /// all still have requests left, such as GitHub's secondary limits ("wait at least one
+    /// minute, then back off exponentially"). Each further such refusal in a row doubles the
+    /// pause (up to 24 h); a response that is not a refusal starts over. Without it, nothing in
+    /// such a response would slow the key down: its policies say there is quota left.
+    pub fn unexplained_refusal_cooldown(mut self, cooldown: Duration) -> Self {
+        self.unexplained_refusal = cooldown;
         self
     }
 

@@ -161,6 +161,8 @@ struct Inner {
     slots: [Slot; MAX_POLICIES],
     slot_count: usize,
     cooldown_until: Option<Instant>,
+    /// Refusals in a row that the headers did not explain (see `unexplained_refusal`).
+    unexplained_refusals: u32,
     spread_next: Option<Instant>,
     adaptive: AdaptiveRate,
     /// Last learned rate published as a gauge, in half-second steps of the clock.
@@ -203,6 +205,7 @@ impl KeyState {
                 slots: [Slot::default(); MAX_POLICIES],
                 slot_count: 0,
                 cooldown_until: None,
+                unexplained_refusals: 0,
                 spread_next: None,
                 adaptive: AdaptiveRate::new(shared.seconds(Instant::now())),
                 rate_published_at: f64::NEG_INFINITY,
@@ -613,7 +616,33 @@ impl KeyState {
                 }
             }
         }
-        if let Some(wait) = observation.cooldown() {
+        // A refusal the headers do not explain (no Retry-After, and every policy it describes
+        // has requests left: GitHub's secondary limits) would slow nothing down: pause the key,
+        // doubling with each such refusal in a row.
+        let unexplained = observation.rate_limited
+            && observation.cooldown().is_none()
+            && learned_any
+            && !observation
+                .policies()
+                .iter()
+                .any(|policy| policy.remaining == Some(0));
+        let mut unexplained_wait = None;
+        if unexplained {
+            inner.unexplained_refusals = inner.unexplained_refusals.saturating_add(1);
+            if !config.unexplained_refusal.is_zero() {
+                let doublings = (inner.unexplained_refusals - 1).min(16);
+                unexplained_wait = Some(
+                    config
+                        .unexplained_refusal
+                        .saturating_mul(1 << doublings)
+                        .min(MAX_COOLDOWN),
+                );
+                tracing::warn!(key = %self.key, wait = ?unexplained_wait, in_a_row = inner.unexplained_refusals, "adapt: refusal the headers do not explain (no Retry-After, quota left); pausing the key");
+            }
+        } else if !observation.rate_limited {
+            inner.unexplained_refusals = 0;
+        }
+        if let Some(wait) = observation.cooldown().or(unexplained_wait) {
             let wait = wait.min(MAX_COOLDOWN);
             let until = now + wait;
             let scope = if observation.global { "global" } else { "key" };

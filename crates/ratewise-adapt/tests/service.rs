@@ -338,6 +338,67 @@ async fn only_refusals_start_cooldowns() {
     future.await.unwrap().unwrap();
 }
 
+/// GitHub's secondary limit without `Retry-After`: a 429 whose headers say quota is left.
+/// Nothing in it explains the refusal, so the key pauses 60 s, then 120 s after a second one
+/// in a row, and a success starts over. (Before: no pause at all; every caller kept sending
+/// into the limit.) A 403 like it is not a refusal (it may be a permission error): no pause.
+#[tokio::test(start_paused = true)]
+async fn refusals_the_headers_do_not_explain_pause_the_key_and_back_off() {
+    // Callers wait through the pauses (by default they would fail fast past 60 s).
+    let layer = AdaptLayer::builder()
+        .max_wait(Duration::from_secs(600))
+        .build()
+        .unwrap();
+    let (mut service, mut handle) = setup(&layer);
+    let github = |status: StatusCode, remaining: u64| {
+        Response::builder()
+            .status(status)
+            .header("x-ratelimit-limit", "5000")
+            .header("x-ratelimit-remaining", remaining.to_string())
+            .header("x-ratelimit-reset", "4102444800")
+            .header("x-ratelimit-resource", "core")
+            .body(())
+            .unwrap()
+    };
+    // Sends one request; returns how long it waited before reaching the server.
+    async fn send(
+        service: &mut Adapt<Mock>,
+        handle: &mut Handle,
+        answer: Response<()>,
+    ) -> Duration {
+        let started = Instant::now();
+        let future = tokio::spawn(service.ready().await.unwrap().call(get()));
+        let (_, reply) = handle.next_request().await.unwrap();
+        let waited = Instant::now() - started;
+        reply.send_response(answer);
+        future.await.unwrap().unwrap();
+        waited
+    }
+    let too_many = StatusCode::TOO_MANY_REQUESTS;
+    let mut remaining = 4200;
+    let mut next = |status| {
+        remaining -= 1;
+        github(status, remaining)
+    };
+    for (answer, expected_wait) in [
+        (StatusCode::OK, 0),
+        (StatusCode::FORBIDDEN, 0),
+        (too_many, 0),
+        (too_many, 60),
+        (StatusCode::OK, 120),
+        (too_many, 0),
+        (StatusCode::OK, 60),
+        (StatusCode::OK, 0),
+    ] {
+        let waited = send(&mut service, &mut handle, next(answer)).await;
+        assert_eq!(
+            waited,
+            Duration::from_secs(expected_wait),
+            "before the {answer}"
+        );
+    }
+}
+
 /// `spread` paces the remaining budget evenly until the reset instead of bursting it.
 #[tokio::test(start_paused = true)]
 async fn spread_paces_the_budget_until_the_reset() {

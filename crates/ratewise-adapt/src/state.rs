@@ -11,6 +11,7 @@
 //! estimate, so a late response of an old request cannot undo newer information. This counts
 //! every request in flight exactly once: 16 tasks that see `remaining = 5` send 5.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
@@ -38,6 +39,10 @@ pub(crate) struct Shared {
     wall_epoch: SystemTime,
     /// Nanoseconds after `epoch` until which every key cools down (0: none).
     global_until: AtomicU64,
+    /// Until when each key the server blocked (a cooldown, an exhausted window) must send
+    /// nothing, kept apart from the key's state: the keyed maps evict idle states after
+    /// minutes, and a state made anew must not forget a cooldown of an hour.
+    blocked: Mutex<HashMap<Key, Instant>>,
 }
 
 impl Shared {
@@ -49,7 +54,49 @@ impl Shared {
             epoch: Instant::now(),
             wall_epoch: SystemTime::now(),
             global_until: AtomicU64::new(0),
+            blocked: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Remembers that `key` may send nothing until `until`, beyond its state's eviction.
+    fn remember_block(&self, key: &Key, until: Instant, now: Instant) {
+        let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+        let cap = self.config.keyed.get_max_keys();
+        if blocked.len() >= cap && !blocked.contains_key(key) {
+            blocked.retain(|_, until| *until > now);
+            if blocked.len() >= cap {
+                // Full of live blocks: drop the one that ends first.
+                if let Some(first) = blocked
+                    .iter()
+                    .min_by_key(|(_, until)| **until)
+                    .map(|(key, _)| key.clone())
+                {
+                    blocked.remove(&first);
+                }
+            }
+        }
+        let entry = blocked.entry(key.clone()).or_insert(until);
+        *entry = (*entry).max(until);
+    }
+
+    fn forget_block(&self, key: &Key) {
+        self.blocked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+
+    /// Until when `key` must send nothing, if a block remembered for it is still running.
+    fn remembered_block(&self, key: &Key, now: Instant) -> Option<Instant> {
+        let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+        match blocked.get(key) {
+            Some(until) if *until > now => Some(*until),
+            Some(_) => {
+                blocked.remove(key);
+                None
+            }
+            None => None,
+        }
     }
 
     /// The wall-clock time of `now`, advancing with tokio's clock (so a paused test clock and
@@ -163,6 +210,8 @@ struct Inner {
     cooldown_until: Option<Instant>,
     /// Refusals in a row that the headers did not explain (see `unexplained_refusal`).
     unexplained_refusals: u32,
+    /// The block last given to `Shared::remember_block` (only changes are written).
+    remembered_until: Option<Instant>,
     spread_next: Option<Instant>,
     adaptive: AdaptiveRate,
     /// Last learned rate published as a gauge, in half-second steps of the clock.
@@ -190,6 +239,8 @@ pub(crate) struct SlotView {
 
 impl KeyState {
     pub(crate) fn new(key: Key, namespace: &str, shared: &Shared) -> Self {
+        // A state made anew (the key was evicted while blocked) keeps the block.
+        let blocked_until = shared.remembered_block(&key, Instant::now());
         KeyState {
             key,
             namespace: namespace.into(),
@@ -204,8 +255,9 @@ impl KeyState {
                 waiters: 0,
                 slots: [Slot::default(); MAX_POLICIES],
                 slot_count: 0,
-                cooldown_until: None,
+                cooldown_until: blocked_until,
                 unexplained_refusals: 0,
+                remembered_until: None,
                 spread_next: None,
                 adaptive: AdaptiveRate::new(shared.seconds(Instant::now())),
                 rate_published_at: f64::NEG_INFINITY,
@@ -677,6 +729,30 @@ impl KeyState {
                         .set(rate);
                 }
             }
+        }
+        // Until when the server said nothing may go (a cooldown, an exhausted window with a
+        // known reset): kept past this state's eviction.
+        let blocked_until = inner
+            .slots()
+            .iter()
+            .filter(|slot| slot.known_remaining && slot.available <= 0)
+            .filter_map(|slot| slot.reset_at)
+            .chain(inner.cooldown_until)
+            .max()
+            .filter(|until| *until > now);
+        match blocked_until {
+            Some(until)
+                if inner
+                    .remembered_until
+                    .is_none_or(|remembered| until > remembered) =>
+            {
+                inner.remembered_until = Some(until);
+                shared.remember_block(&self.key, until, now);
+            }
+            // No longer blocked (a new window, a shorter wait): a state made anew must not wait
+            // for the old block either.
+            None if inner.remembered_until.take().is_some() => shared.forget_block(&self.key),
+            _ => {}
         }
         let waiters = inner.waiters;
         drop(inner);

@@ -399,6 +399,44 @@ async fn refusals_the_headers_do_not_explain_pause_the_key_and_back_off() {
     }
 }
 
+/// A key whose state is evicted while the server has it blocked (here by the key cap; idle
+/// eviction after 10 minutes is the same) keeps the block: a `Retry-After: 600` is honoured
+/// to the end even though nobody held the key's state. (Before: the state made anew had no
+/// cooldown and sent at once.)
+#[tokio::test(start_paused = true)]
+async fn a_cooldown_outlives_the_eviction_of_its_state() {
+    let layer = AdaptLayer::builder()
+        .keyed_state(ratewise_core::KeyedStateConfig::new().max_keys(1))
+        .build()
+        .unwrap();
+    let (mut service, mut handle) = setup(&layer);
+    let refused = Response::builder()
+        .status(StatusCode::TOO_MANY_REQUESTS)
+        .header("retry-after", "600")
+        .body(())
+        .unwrap();
+    learn(&mut service, &mut handle, refused).await;
+    // Another host takes the only key slot: the refused key's state is evicted.
+    let other = Request::get("https://other.test/items").body(()).unwrap();
+    let future = service.ready().await.unwrap().call(other);
+    let (_, reply) = handle.next_request().await.unwrap();
+    reply.send_response(Response::new(()));
+    future.await.unwrap();
+    assert!(layer.snapshot(&key()).is_none(), "the state was evicted");
+    tokio::time::advance(Duration::from_secs(100)).await;
+    // Back on the blocked key: 500 s are left, past max_wait, so it fails fast, unsent.
+    let call = service.ready().await.unwrap().call(get());
+    let error = tokio::time::timeout(Duration::from_secs(1), call)
+        .await
+        .expect("sent to the server instead of failing fast")
+        .unwrap_err();
+    let refusal = error.downcast_ref::<AdaptWaitTooLong>().unwrap();
+    assert_eq!(refusal.retry_after(), Duration::from_secs(500));
+    // At the end of the cooldown it goes.
+    tokio::time::advance(Duration::from_secs(500)).await;
+    learn(&mut service, &mut handle, Response::new(())).await;
+}
+
 /// `spread` paces the remaining budget evenly until the reset instead of bursting it.
 #[tokio::test(start_paused = true)]
 async fn spread_paces_the_budget_until_the_reset() {

@@ -122,7 +122,9 @@
 //! Per key: about 900 bytes (824 bytes of state on 64-bit targets: 4 policies, 8
 //! server-bucket aliases, the CUBIC limiter; plus its `Notify`, key and host name) and the
 //! [`KeyedState`](ratewise_core::KeyedState) overhead; at most 10 000 route keys and as many bucket keys, idle keys evicted after 10
-//! minutes ([`keyed_state`](AdaptConfig::keyed_state)).
+//! minutes ([`keyed_state`](AdaptConfig::keyed_state)). A key the server blocked (a cooldown,
+//! an exhausted window) also has an entry of about 60 bytes in a side map until the block
+//! ends, at most as many as the key cap, so that eviction never shortens a server's wait.
 //!
 //! # Supported Rust versions
 //!

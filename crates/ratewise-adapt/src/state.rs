@@ -648,6 +648,26 @@ impl KeyState {
                 .expired_at_seq
                 .is_some_and(|expired| !same_state || seq > expired);
             if stale && !mentioned(&inner, index) {
+                let slot = &mut inner.slots[index];
+                if let (Some(limit), Some(window)) = (slot.limit, slot.window)
+                    && slot.spent_per_request
+                    && !window.is_zero()
+                {
+                    // A known window whose reset passed, answered without headers (a CDN, a
+                    // server that describes limits only sometimes): the policy is assumed to
+                    // hold for another window, counted from now, with this request spent.
+                    // Forgetting it would release every waiter at once.
+                    slot.available = i64::try_from(limit)
+                        .unwrap_or(i64::MAX)
+                        .saturating_sub(1 + after);
+                    slot.known_remaining = true;
+                    slot.reset_at = Some(now + window);
+                    slot.info_seq = info_seq;
+                    slot.expired_at_seq = None;
+                    tracing::debug!(key = %self.key, limit, window = ?window, "adapt: expired policy not described again; assumed for another window");
+                    index += 1;
+                    continue;
+                }
                 let last = inner.slot_count - 1;
                 inner.slots.swap(index, last);
                 inner.slot_count = last;

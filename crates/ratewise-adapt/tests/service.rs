@@ -437,6 +437,71 @@ async fn a_cooldown_outlives_the_eviction_of_its_state() {
     learn(&mut service, &mut handle, Response::new(())).await;
 }
 
+/// An exhausted window whose reset passes is probed; a probe answered without headers (a CDN,
+/// a server that describes its limits only sometimes) leaves the policy in force for another
+/// window instead of releasing every waiter at once. (Before: the policy was forgotten and all
+/// five waiters went together, into a server that allows three per window.)
+#[tokio::test(start_paused = true)]
+async fn a_probe_answered_without_headers_keeps_the_policy_for_another_window() {
+    let layer = AdaptLayer::builder()
+        .max_wait(Duration::from_secs(600))
+        .build()
+        .unwrap();
+    let (mut service, mut handle) = setup(&layer);
+    learn(&mut service, &mut handle, draft8(3, 0, 10)).await;
+    let start = Instant::now();
+    let callers: Vec<_> = (0..6)
+        .map(|_| {
+            let mut service = service.clone();
+            tokio::spawn(async move { service.ready().await.unwrap().call(get()).await })
+        })
+        .collect();
+    // Requests that reach the server within `within` from now.
+    async fn arrivals(
+        handle: &mut Handle,
+        within: Duration,
+    ) -> Vec<mock::SendResponse<Response<()>>> {
+        let mut replies = Vec::new();
+        let end = Instant::now() + within;
+        while let Ok(Some((_, reply))) = tokio::time::timeout_at(end, handle.next_request()).await {
+            replies.push(reply);
+        }
+        replies
+    }
+    // The reset at 10 s: one probe.
+    let probe = arrivals(
+        &mut handle,
+        Duration::from_secs(10) + Duration::from_millis(1),
+    )
+    .await;
+    assert_eq!(probe.len(), 1);
+    assert_eq!(
+        Instant::now() - start,
+        Duration::from_secs(10) + Duration::from_millis(1)
+    );
+    for reply in probe {
+        reply.send_response(Response::new(()));
+    }
+    // The policy (3 per 10 s) holds for the window counted from the probe's answer: two more.
+    let second = arrivals(&mut handle, Duration::from_secs(5)).await;
+    assert_eq!(second.len(), 2, "the waiters burst");
+    for reply in second {
+        reply.send_response(Response::new(()));
+    }
+    let third = arrivals(&mut handle, Duration::from_secs(10)).await;
+    assert!(third.len() <= 3, "{} in the next window", third.len());
+    for reply in third {
+        reply.send_response(Response::new(()));
+    }
+    let rest = arrivals(&mut handle, Duration::from_secs(30)).await;
+    for reply in rest {
+        reply.send_response(Response::new(()));
+    }
+    for caller in callers {
+        caller.await.unwrap().unwrap();
+    }
+}
+
 /// `spread` paces the remaining budget evenly until the reset instead of bursting it.
 #[tokio::test(start_paused = true)]
 async fn spread_paces_the_budget_until_the_reset() {

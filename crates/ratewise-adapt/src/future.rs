@@ -13,7 +13,7 @@ use tokio::sync::futures::OwnedNotified;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tower_service::Service;
 
-use crate::observe::{Observation, is_cached};
+use crate::observe::{Observation, cached_age};
 use crate::state::{KeyState, Shared, Wait, WaitReason, key_label};
 
 pin_project_lite::pin_project! {
@@ -290,12 +290,23 @@ fn learn<B>(
     response: &Response<B>,
 ) {
     let headers = response.headers();
-    if is_cached(headers) {
-        tracing::trace!(key = %route.key(), "adapt: cached response (Age > 0) ignored");
-        reserved_on.release();
+    let now = Instant::now();
+    if let Some(age) = cached_age(headers) {
+        // Its counts describe the past; a refusal's pause may still run (a CDN serving a
+        // stored 429): keep what is left of it.
+        let info = ratewise_headers::parse(response.status(), headers, shared.wall_clock(now));
+        match Observation::from_info(&info, route.key()).cached_refusal(age) {
+            Some(refusal) => {
+                tracing::debug!(key = %route.key(), age = ?age, "adapt: cached refusal; the rest of its pause kept");
+                route.complete(reserved_on, seq, &refusal, None, segment, shared, now);
+            }
+            None => {
+                tracing::trace!(key = %route.key(), "adapt: cached response (Age > 0) ignored");
+                reserved_on.release();
+            }
+        }
         return;
     }
-    let now = Instant::now();
     if !ratewise_headers::may_describe_limits(response.status(), headers) {
         // Nothing for the parser to find: learn from an empty observation without it.
         let nothing = Observation::default();

@@ -76,6 +76,22 @@ impl Observation {
         self.retry_after.or(self.wait)
     }
 
+    /// What a refusal served by a cache `age` ago still says: the origin asked for a pause
+    /// whose rest still runs (its counts are stale and dropped). Nothing when the response is
+    /// not a refusal or the pause is over.
+    pub(crate) fn cached_refusal(self, age: Duration) -> Option<Observation> {
+        let rest = self
+            .cooldown()?
+            .checked_sub(age)
+            .filter(|rest| !rest.is_zero())?;
+        Some(Observation {
+            rate_limited: true,
+            retry_after: Some(rest),
+            global: self.global,
+            ..Observation::default()
+        })
+    }
+
     pub(crate) fn bucket_id(bucket: &str) -> u64 {
         fnv1a(FNV_OFFSET, bucket.as_bytes())
     }
@@ -112,13 +128,15 @@ pub(crate) fn path_segment(path: &str) -> u64 {
     fnv1a(FNV_OFFSET, &segment[..end])
 }
 
-/// Whether a response came from a cache (`Age > 0`): its rate-limit fields describe the past.
-pub(crate) fn is_cached(headers: &http::HeaderMap) -> bool {
+/// How long ago a cache stored the response (`Age`, when above 0): its rate-limit fields
+/// describe the past.
+pub(crate) fn cached_age(headers: &http::HeaderMap) -> Option<Duration> {
     headers
         .get(http::header::AGE)
         .and_then(|age| age.to_str().ok())
         .and_then(|age| age.trim().parse::<u64>().ok())
-        .is_some_and(|age| age > 0)
+        .filter(|age| *age > 0)
+        .map(Duration::from_secs)
 }
 
 /// Whether every request spends at least one unit of a policy counted in `unit`. Content

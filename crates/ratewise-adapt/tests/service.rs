@@ -310,6 +310,40 @@ async fn cached_responses_are_ignored() {
     );
 }
 
+/// A refusal served from a cache (a CDN's stored 429) still pauses the key for what is left of
+/// its `Retry-After`; its counts are ignored like any cached response's. (Before: ignored whole,
+/// so callers kept sending while the origin asked for a pause.)
+#[tokio::test(start_paused = true)]
+async fn a_cached_refusal_keeps_the_rest_of_its_pause() {
+    let layer = AdaptLayer::new();
+    let (mut service, mut handle) = setup(&layer);
+    learn(&mut service, &mut handle, draft8(10, 9, 60)).await;
+    let mut cached = draft8(10, 0, 60);
+    *cached.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    for (name, value) in [("retry-after", "30"), ("age", "10")] {
+        cached
+            .headers_mut()
+            .insert(name, http::HeaderValue::from_static(value));
+    }
+    learn(&mut service, &mut handle, cached).await;
+    assert_eq!(
+        layer.snapshot(&key()).unwrap().cooldown(),
+        Some(Duration::from_secs(20))
+    );
+    // A cached refusal whose pause is over by now changes nothing.
+    tokio::time::advance(Duration::from_secs(20)).await;
+    let stale = Response::builder()
+        .status(StatusCode::TOO_MANY_REQUESTS)
+        .header("retry-after", "5")
+        .header("age", "9")
+        .body(())
+        .unwrap();
+    let started = Instant::now();
+    learn(&mut service, &mut handle, stale).await;
+    learn(&mut service, &mut handle, draft8(10, 8, 40)).await;
+    assert_eq!(Instant::now(), started, "nothing waited");
+}
+
 /// A 429 with Retry-After cools the key down for every caller; a Retry-After on a 200 does not.
 #[tokio::test(start_paused = true)]
 async fn only_refusals_start_cooldowns() {

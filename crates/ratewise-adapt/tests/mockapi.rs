@@ -163,24 +163,18 @@ async fn openai_durations_dialect_uses_the_quota_without_429s() {
     dialect_case(Dialect::OpenAi, 50, Duration::from_secs(10), 20, 48).await;
 }
 
-/// Discord: two routes the client keys separately, which the server says share one bucket.
-#[tokio::test(start_paused = true)]
-async fn discord_buckets_are_shared_between_routes() {
-    let period = Duration::from_secs(5);
-    let windows = 24u32;
-    let limit = 10u64;
+/// A Discord server whose `/channels/1` and `/channels/2` share one bucket (`limit` per
+/// `period`, named `abcd1234`), and a layer that keys the two routes apart.
+fn discord_two_channels(period: Duration, limit: u64) -> (MockApi, AdaptLayer) {
+    let channel = |path| {
+        EndpointConfig::new(path)
+            .dialect(Dialect::Discord)
+            .latency(Duration::from_millis(20))
+    };
     let api = MockApi::new(
         MockConfig::new()
-            .endpoint(
-                EndpointConfig::new("/channels/1")
-                    .dialect(Dialect::Discord)
-                    .latency(Duration::from_millis(20)),
-            )
-            .endpoint(
-                EndpointConfig::new("/channels/2")
-                    .dialect(Dialect::Discord)
-                    .latency(Duration::from_millis(20)),
-            )
+            .endpoint(channel("/channels/1"))
+            .endpoint(channel("/channels/2"))
             .shared_quota(Quota::fixed_window(limit, period).name("abcd1234")),
     );
     let routes = RouteTable::builder()
@@ -193,6 +187,14 @@ async fn discord_buckets_are_shared_between_routes() {
         .key_fn(ByRoute(routes))
         .build()
         .unwrap();
+    (api, layer)
+}
+
+/// Discord: two routes the client keys separately, which the server says share one bucket.
+#[tokio::test(start_paused = true)]
+async fn discord_buckets_are_shared_between_routes() {
+    let (period, windows, limit) = (Duration::from_secs(5), 24u32, 10u64);
+    let (api, layer) = discord_two_channels(period, limit);
     let refusals = drive(
         &api,
         &layer,
@@ -229,33 +231,8 @@ async fn discord_buckets_are_shared_between_routes() {
 /// and together they sent twice the limit.
 #[tokio::test(start_paused = true)]
 async fn one_server_bucket_whatever_the_spelling_of_its_host() {
-    let period = Duration::from_secs(5);
-    let windows = 24u32;
-    let limit = 10u64;
-    let api = MockApi::new(
-        MockConfig::new()
-            .endpoint(
-                EndpointConfig::new("/channels/1")
-                    .dialect(Dialect::Discord)
-                    .latency(Duration::from_millis(20)),
-            )
-            .endpoint(
-                EndpointConfig::new("/channels/2")
-                    .dialect(Dialect::Discord)
-                    .latency(Duration::from_millis(20)),
-            )
-            .shared_quota(Quota::fixed_window(limit, period).name("abcd1234")),
-    );
-    let routes = RouteTable::builder()
-        .prefix("/channels/1", "channel-1")
-        .unwrap()
-        .prefix("/channels/2", "channel-2")
-        .unwrap()
-        .build();
-    let layer = AdaptLayer::builder()
-        .key_fn(ByRoute(routes))
-        .build()
-        .unwrap();
+    let (period, windows, limit) = (Duration::from_secs(5), 24u32, 10u64);
+    let (api, layer) = discord_two_channels(period, limit);
     let refusals = drive(
         &api,
         &layer,

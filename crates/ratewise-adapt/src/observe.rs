@@ -139,6 +139,25 @@ pub(crate) fn cached_age(headers: &http::HeaderMap) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
+/// How close a policy is to refusing, for choosing which to track (lower is tighter): the
+/// fraction of its limit left, in millionths; an unknown count or limit last.
+fn tightness(policy: &ratewise_headers::Policy) -> u64 {
+    tightness_of(policy.remaining(), policy.limit())
+}
+
+/// [`tightness`] of a remaining count and a limit.
+pub(crate) fn tightness_of(remaining: Option<u64>, limit: Option<u64>) -> u64 {
+    match (remaining, limit) {
+        (Some(0), _) => 0,
+        (Some(remaining), Some(limit)) if limit > 0 => {
+            1 + u64::try_from(u128::from(remaining.min(limit)) * 1_000_000 / u128::from(limit))
+                .unwrap_or(u64::MAX)
+        }
+        (Some(_), _) => 2_000_000,
+        (None, _) => u64::MAX,
+    }
+}
+
 /// Whether every request spends at least one unit of a policy counted in `unit`. Content
 /// bytes (a GET may send none) and unknown units are not reserved.
 fn spent_per_request(unit: ratewise_headers::Unit) -> bool {
@@ -172,7 +191,20 @@ impl Observation {
             bucket: info.bucket().map(Observation::bucket_id),
             ..Observation::default()
         };
-        for (position, policy) in info.policies().iter().enumerate() {
+        // More policies than tracked: keep the tightest (exhausted first, then the smallest
+        // fraction left, unknown counts last), so that the one that binds is never dropped.
+        const IN_ORDER: [usize; MAX_POLICIES] = [0, 1, 2, 3];
+        let count = info.policies().len();
+        let mut sorted = Vec::new();
+        let order: &[usize] = if count > MAX_POLICIES {
+            sorted.extend(0..count);
+            sorted.sort_by_key(|&position| tightness(&info.policies()[position]));
+            &sorted
+        } else {
+            &IN_ORDER[..count]
+        };
+        for &position in order {
+            let policy = &info.policies()[position];
             let pushed = observation.push(ObservedPolicy {
                 id: ObservedPolicy::id_of(policy.name(), position),
                 limit: policy.limit(),

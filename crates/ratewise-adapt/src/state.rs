@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use crate::config::AdaptConfig;
 use crate::cubic::AdaptiveRate;
-use crate::observe::{MAX_POLICIES, Observation};
+use crate::observe::{MAX_POLICIES, Observation, tightness_of};
 
 /// Longest cooldown stored from a server's value; callers fail fast long before (`max_wait`).
 const MAX_COOLDOWN: Duration = Duration::from_secs(24 * 3600);
@@ -568,8 +568,28 @@ impl KeyState {
                     index
                 }
                 None => {
-                    overflow += 1;
-                    continue;
+                    // Full: a tighter policy takes the place of the loosest one this response
+                    // does not mention (the one that binds must not be the one dropped).
+                    let tighter = tightness_of(policy.remaining, policy.limit);
+                    let loosest = (0..inner.slot_count)
+                        .filter(|&index| {
+                            let id = inner.slots[index].id;
+                            !observation.policies().iter().any(|p| p.id == id)
+                        })
+                        .max_by_key(|&index| inner.slots[index].tightness());
+                    match loosest {
+                        Some(index) if inner.slots[index].tightness() > tighter => {
+                            inner.slots[index] = Slot {
+                                id: policy.id,
+                                ..Slot::default()
+                            };
+                            index
+                        }
+                        _ => {
+                            overflow += 1;
+                            continue;
+                        }
+                    }
                 }
             };
             let slot = &mut inner.slots[index];
@@ -803,6 +823,16 @@ impl KeyState {
                 window: slot.window,
             })
             .collect()
+    }
+}
+
+impl Slot {
+    /// How close to refusing (lower is tighter), as `observe::tightness_of`.
+    fn tightness(&self) -> u64 {
+        let remaining = self
+            .known_remaining
+            .then(|| u64::try_from(self.available.max(0)).unwrap_or(0));
+        tightness_of(remaining, self.limit)
     }
 }
 

@@ -344,6 +344,63 @@ async fn a_cached_refusal_keeps_the_rest_of_its_pause() {
     assert_eq!(Instant::now(), started, "nothing waited");
 }
 
+/// More policies than tracked (4): the tightest are kept, so an exhausted fifth policy binds,
+/// whether it comes in the first response or after four loose ones took every slot. (Before:
+/// the fifth was dropped and the key sent into it.)
+#[tokio::test(start_paused = true)]
+async fn a_fifth_policy_that_binds_is_tracked() {
+    // `names` with 90 of 100 left per 60 s, and "e" with `e_left` of 100, reset in 30 s.
+    let policies = |names: &[&str], e_left: Option<u64>| {
+        let mut limits: Vec<String> = names.iter().map(|n| format!("\"{n}\";r=90;t=60")).collect();
+        let mut quotas: Vec<String> = names
+            .iter()
+            .map(|n| format!("\"{n}\";q=100;w=60"))
+            .collect();
+        if let Some(left) = e_left {
+            limits.push(format!("\"e\";r={left};t=30"));
+            quotas.push("\"e\";q=100;w=30".to_owned());
+        }
+        Response::builder()
+            .header("ratelimit", limits.join(", "))
+            .header("ratelimit-policy", quotas.join(", "))
+            .body(())
+            .unwrap()
+    };
+    for e_first in [true, false] {
+        let layer = AdaptLayer::builder()
+            .max_wait(Duration::from_secs(600))
+            .build()
+            .unwrap();
+        let (mut service, mut handle) = setup(&layer);
+        if !e_first {
+            // Four loose policies take every slot first.
+            learn(
+                &mut service,
+                &mut handle,
+                policies(&["a", "b", "c", "d"], None),
+            )
+            .await;
+        }
+        learn(
+            &mut service,
+            &mut handle,
+            policies(&["a", "b", "c", "d"], Some(0)),
+        )
+        .await;
+        // "e" is exhausted until its reset: the next request waits for it.
+        let started = Instant::now();
+        let future = tokio::spawn(service.ready().await.unwrap().call(get()));
+        let Ok(Some((_, reply))) =
+            tokio::time::timeout(Duration::from_secs(100), handle.next_request()).await
+        else {
+            panic!("not sent: {:?}", future.await.unwrap().err());
+        };
+        assert_eq!(Instant::now() - started, Duration::from_secs(30));
+        reply.send_response(policies(&["a", "b", "c", "d"], Some(99)));
+        future.await.unwrap().unwrap();
+    }
+}
+
 /// A 429 with Retry-After cools the key down for every caller; a Retry-After on a 200 does not.
 #[tokio::test(start_paused = true)]
 async fn only_refusals_start_cooldowns() {

@@ -197,8 +197,10 @@ impl AdaptConfig {
     /// 60 s; zero turns it off): a 429 (or rate-limit 403) without `Retry-After` whose policies
     /// all still have requests left, such as GitHub's secondary limits ("wait at least one
     /// minute, then back off exponentially"). Each further such refusal in a row doubles the
-    /// pause (up to 24 h); a response that is not a refusal starts over. Without it, nothing in
-    /// such a response would slow the key down: its policies say there is quota left.
+    /// pause (up to 1 h; refusals of requests already in flight when the pause began count as
+    /// the same one); a response that is not a refusal starts over; a policy in other units
+    /// (tokens) that resets sooner bounds the pause. Without it, nothing in such a response
+    /// would slow the key down: its policies say there is quota left.
     pub fn unexplained_refusal_cooldown(mut self, cooldown: Duration) -> Self {
         self.unexplained_refusal = cooldown;
         self

@@ -296,9 +296,12 @@ fn learn<B>(
         // stored 429): keep what is left of it.
         let info = ratewise_headers::parse(response.status(), headers, shared.wall_clock(now));
         match Observation::from_info(&info, route.key()).cached_refusal(age) {
-            Some(refusal) => {
-                tracing::debug!(key = %route.key(), age = ?age, "adapt: cached refusal; the rest of its pause kept");
-                route.complete(reserved_on, seq, &refusal, None, segment, shared, now);
+            Some((rest, global)) => {
+                // Only the pause: the response never reached the origin, so it must not end
+                // slow start, re-learn policies or cut the learned rate.
+                tracing::debug!(key = %route.key(), age = ?age, rest = ?rest, "adapt: cached refusal; the rest of its pause kept");
+                reserved_on.release();
+                reserved_on.pause(now + rest, global, shared, now);
             }
             None => {
                 tracing::trace!(key = %route.key(), "adapt: cached response (Age > 0) ignored");

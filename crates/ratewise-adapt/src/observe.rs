@@ -76,20 +76,15 @@ impl Observation {
         self.retry_after.or(self.wait)
     }
 
-    /// What a refusal served by a cache `age` ago still says: the origin asked for a pause
-    /// whose rest still runs (its counts are stale and dropped). Nothing when the response is
-    /// not a refusal or the pause is over.
-    pub(crate) fn cached_refusal(self, age: Duration) -> Option<Observation> {
+    /// What a refusal served by a cache `age` ago still says: the rest of the pause the origin
+    /// asked for, and whether it applies to every key. Nothing when the response is not a
+    /// refusal or the pause is over; its counts are stale and never used.
+    pub(crate) fn cached_refusal(&self, age: Duration) -> Option<(Duration, bool)> {
         let rest = self
             .cooldown()?
             .checked_sub(age)
             .filter(|rest| !rest.is_zero())?;
-        Some(Observation {
-            rate_limited: true,
-            retry_after: Some(rest),
-            global: self.global,
-            ..Observation::default()
-        })
+        Some((rest, self.global))
     }
 
     pub(crate) fn bucket_id(bucket: &str) -> u64 {

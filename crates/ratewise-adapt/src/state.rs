@@ -26,6 +26,11 @@ use crate::observe::{MAX_POLICIES, Observation, tightness_of};
 
 /// Longest cooldown stored from a server's value; callers fail fast long before (`max_wait`).
 const MAX_COOLDOWN: Duration = Duration::from_secs(24 * 3600);
+/// Longest pause after refusals the headers do not explain, however many in a row.
+const MAX_UNEXPLAINED_PAUSE: Duration = Duration::from_secs(3600);
+/// Shortest pause after a refusal the headers do not explain, when a policy in other units
+/// says it resets sooner.
+const MIN_PAUSE: Duration = Duration::from_secs(1);
 /// Longest reset stored from a server's value.
 const MAX_RESET: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -79,11 +84,13 @@ impl Shared {
         *entry = (*entry).max(until);
     }
 
-    fn forget_block(&self, key: &Key) {
-        self.blocked
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
+    /// Forgets the block `remembered` for `key`, unless a later one replaced it (a state made
+    /// anew while this one lived on in a request).
+    fn forget_block(&self, key: &Key, remembered: Instant) {
+        let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+        if blocked.get(key).is_some_and(|until| *until <= remembered) {
+            blocked.remove(key);
+        }
     }
 
     /// Until when `key` must send nothing, if a block remembered for it is still running.
@@ -191,6 +198,8 @@ struct Slot {
     /// The reset passed when the key's sequence was at this value: the slot is being
     /// re-learned from the responses of later requests.
     expired_at_seq: Option<u64>,
+    /// Kept for a window no response described (see the expired-slot loop of `apply`).
+    assumed: bool,
 }
 
 #[derive(Debug)]
@@ -210,6 +219,9 @@ struct Inner {
     cooldown_until: Option<Instant>,
     /// Refusals in a row that the headers did not explain (see `unexplained_refusal`).
     unexplained_refusals: u32,
+    /// The key's sequence when the last of them started a pause: refusals of requests
+    /// reserved before it are the same refusal.
+    unexplained_since_seq: u64,
     /// The block last given to `Shared::remember_block` (only changes are written).
     remembered_until: Option<Instant>,
     spread_next: Option<Instant>,
@@ -257,6 +269,7 @@ impl KeyState {
                 slot_count: 0,
                 cooldown_until: blocked_until,
                 unexplained_refusals: 0,
+                unexplained_since_seq: 0,
                 remembered_until: None,
                 spread_next: None,
                 adaptive: AdaptiveRate::new(shared.seconds(Instant::now())),
@@ -605,6 +618,7 @@ impl KeyState {
                 continue;
             }
             learned_any = true;
+            slot.assumed = false;
             let was_expired = slot.expired_at_seq.take().is_some();
             match policy.remaining {
                 Some(remaining) => {
@@ -669,9 +683,14 @@ impl KeyState {
                 .is_some_and(|expired| !same_state || seq > expired);
             if stale && !mentioned(&inner, index) {
                 let slot = &mut inner.slots[index];
+                // Once: a slot assumed already and expired again is forgotten (the server may
+                // have stopped limiting); and never on a refusal (a bare 429 must not become a
+                // block of a whole window: the refusal paths below handle it).
                 if let (Some(limit), Some(window)) = (slot.limit, slot.window)
                     && slot.spent_per_request
                     && !window.is_zero()
+                    && !slot.assumed
+                    && !observation.rate_limited
                 {
                     // A known window whose reset passed, answered without headers (a CDN, a
                     // server that describes limits only sometimes): the policy is assumed to
@@ -684,6 +703,7 @@ impl KeyState {
                     slot.reset_at = Some(now + window);
                     slot.info_seq = info_seq;
                     slot.expired_at_seq = None;
+                    slot.assumed = true;
                     tracing::debug!(key = %self.key, limit, window = ?window, "adapt: expired policy not described again; assumed for another window");
                     index += 1;
                     continue;
@@ -709,27 +729,40 @@ impl KeyState {
             }
         }
         // A refusal the headers do not explain (no Retry-After, and every policy it describes
-        // has requests left: GitHub's secondary limits) would slow nothing down: pause the key,
-        // doubling with each such refusal in a row.
+        // says it has requests left: GitHub's secondary limits) would slow nothing down: pause
+        // the key, doubling with each such refusal in a row. Refusals of requests sent before
+        // the pause began are the same refusal, not another in a row (16 in flight must not
+        // make 2^16 minutes). A policy in other units (tokens) that resets sooner bounds it.
         let unexplained = observation.rate_limited
             && observation.cooldown().is_none()
             && learned_any
-            && !observation
+            && observation
                 .policies()
                 .iter()
-                .any(|policy| policy.remaining == Some(0));
+                .all(|policy| policy.remaining.is_some_and(|remaining| remaining > 0));
         let mut unexplained_wait = None;
         if unexplained {
-            inner.unexplained_refusals = inner.unexplained_refusals.saturating_add(1);
+            let new_in_a_row =
+                inner.unexplained_refusals == 0 || !same_state || seq > inner.unexplained_since_seq;
+            if new_in_a_row {
+                inner.unexplained_refusals = inner.unexplained_refusals.saturating_add(1);
+                inner.unexplained_since_seq = inner.seq;
+            }
             if !config.unexplained_refusal.is_zero() {
                 let doublings = (inner.unexplained_refusals - 1).min(16);
-                unexplained_wait = Some(
-                    config
-                        .unexplained_refusal
-                        .saturating_mul(1 << doublings)
-                        .min(MAX_COOLDOWN),
-                );
-                tracing::warn!(key = %self.key, wait = ?unexplained_wait, in_a_row = inner.unexplained_refusals, "adapt: refusal the headers do not explain (no Retry-After, quota left); pausing the key");
+                let other_units_reset = observation
+                    .policies()
+                    .iter()
+                    .filter(|policy| !policy.counts_requests)
+                    .filter_map(|policy| policy.reset_after)
+                    .max();
+                let wait = config
+                    .unexplained_refusal
+                    .saturating_mul(1 << doublings)
+                    .min(MAX_UNEXPLAINED_PAUSE);
+                let wait = other_units_reset.map_or(wait, |reset| wait.min(reset.max(MIN_PAUSE)));
+                unexplained_wait = Some(wait);
+                tracing::warn!(key = %self.key, wait = ?wait, in_a_row = inner.unexplained_refusals, "adapt: refusal the headers do not explain (no Retry-After, quota left); pausing the key");
             }
         } else if !observation.rate_limited {
             inner.unexplained_refusals = 0;
@@ -791,8 +824,34 @@ impl KeyState {
             }
             // No longer blocked (a new window, a shorter wait): a state made anew must not wait
             // for the old block either.
-            None if inner.remembered_until.take().is_some() => shared.forget_block(&self.key),
+            None => {
+                if let Some(remembered) = inner.remembered_until.take() {
+                    shared.forget_block(&self.key, remembered);
+                }
+            }
             _ => {}
+        }
+        let waiters = inner.waiters;
+        drop(inner);
+        self.wake(waiters);
+    }
+
+    /// A pause the server asked for in a response that says nothing else current (a refusal
+    /// served from a cache): the cooldown, remembered past eviction, and nothing learned.
+    pub(crate) fn pause(&self, until: Instant, global: bool, shared: &Shared, now: Instant) {
+        if global {
+            shared.extend_global(until);
+        }
+        let mut inner = self.lock();
+        if !global {
+            inner.cooldown_until = Some(inner.cooldown_until.map_or(until, |c| c.max(until)));
+            if inner
+                .remembered_until
+                .is_none_or(|remembered| until > remembered)
+            {
+                inner.remembered_until = Some(until);
+                shared.remember_block(&self.key, until, now);
+            }
         }
         let waiters = inner.waiters;
         drop(inner);

@@ -593,6 +593,45 @@ async fn a_probe_answered_without_headers_keeps_the_policy_for_another_window() 
     }
 }
 
+/// Refusals of requests that were all in flight together are one refusal, not several in a
+/// row: 4 concurrent 429s without `Retry-After` pause the key 60 s, not 60 × 2^3.
+#[tokio::test(start_paused = true)]
+async fn concurrent_unexplained_refusals_count_once() {
+    let layer = AdaptLayer::builder().slow_start(8).build().unwrap();
+    let (service, mut handle) = setup(&layer);
+    let github = |status: StatusCode| {
+        Response::builder()
+            .status(status)
+            .header("x-ratelimit-limit", "5000")
+            .header("x-ratelimit-remaining", "4100")
+            .header("x-ratelimit-reset", "4102444800")
+            .body(())
+            .unwrap()
+    };
+    let mut warm = service.clone();
+    learn(&mut warm, &mut handle, github(StatusCode::OK)).await;
+    let callers: Vec<_> = (0..4)
+        .map(|_| {
+            let mut service = service.clone();
+            tokio::spawn(async move { service.ready().await.unwrap().call(get()).await })
+        })
+        .collect();
+    let mut replies = Vec::new();
+    for _ in 0..4 {
+        replies.push(handle.next_request().await.unwrap().1);
+    }
+    for reply in replies {
+        reply.send_response(github(StatusCode::TOO_MANY_REQUESTS));
+    }
+    for caller in callers {
+        caller.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        layer.snapshot(&key()).unwrap().cooldown(),
+        Some(Duration::from_secs(60))
+    );
+}
+
 /// `spread` paces the remaining budget evenly until the reset instead of bursting it.
 #[tokio::test(start_paused = true)]
 async fn spread_paces_the_budget_until_the_reset() {

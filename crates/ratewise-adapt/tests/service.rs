@@ -632,6 +632,46 @@ async fn concurrent_unexplained_refusals_count_once() {
     );
 }
 
+/// A bare refusal (no headers at all) answering the probe after a long window's reset does not
+/// turn the expired policy into a block of a whole window (a day here): the refusal paths
+/// handle it, and the key sends again within seconds.
+#[tokio::test(start_paused = true)]
+async fn a_bare_refusal_after_a_reset_does_not_block_a_whole_window() {
+    let layer = AdaptLayer::builder()
+        .max_wait(Duration::from_secs(600))
+        .build()
+        .unwrap();
+    let (mut service, mut handle) = setup(&layer);
+    let daily = Response::builder()
+        .header("ratelimit", "\"day\";r=0;t=10")
+        .header("ratelimit-policy", "\"day\";q=1000;w=86400")
+        .body(())
+        .unwrap();
+    learn(&mut service, &mut handle, daily).await;
+    let bare_429 = || {
+        Response::builder()
+            .status(StatusCode::TOO_MANY_REQUESTS)
+            .body(())
+            .unwrap()
+    };
+    // The probe at the reset (10 s) is refused without headers.
+    let future = tokio::spawn(service.ready().await.unwrap().call(get()));
+    let (_, reply) = handle.next_request().await.unwrap();
+    reply.send_response(bare_429());
+    future.await.unwrap().unwrap();
+    // The next request goes within a minute, not a day later.
+    let started = Instant::now();
+    let future = tokio::spawn(service.ready().await.unwrap().call(get()));
+    let Ok(Some((_, reply))) =
+        tokio::time::timeout(Duration::from_secs(60), handle.next_request()).await
+    else {
+        panic!("blocked: {:?}", future.await.unwrap().err());
+    };
+    assert!(Instant::now() - started < Duration::from_secs(60));
+    reply.send_response(Response::new(()));
+    future.await.unwrap().unwrap();
+}
+
 /// `spread` paces the remaining budget evenly until the reset instead of bursting it.
 #[tokio::test(start_paused = true)]
 async fn spread_paces_the_budget_until_the_reset() {

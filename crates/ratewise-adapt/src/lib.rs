@@ -119,7 +119,7 @@
 //!
 //! # Memory
 //!
-//! Per key: about 900 bytes (824 bytes of state on 64-bit targets: 4 policies, 8
+//! Per key: about 1100 bytes (1048 bytes of state on 64-bit targets: 4 policies, 16
 //! server-bucket aliases, the CUBIC limiter; plus its `Notify`, key and host name) and the
 //! [`KeyedState`](ratewise_core::KeyedState) overhead; at most 10 000 route keys and as many bucket keys, idle keys evicted after 10
 //! minutes ([`keyed_state`](AdaptConfig::keyed_state)). A key the server blocked (a cooldown,

@@ -230,8 +230,10 @@ struct Inner {
     rate_published_at: f64,
 }
 
-/// Server-declared buckets remembered per route key.
-const MAX_ALIASES: usize = 8;
+/// Server-declared buckets remembered per route key: 16, so that the top-level resources an
+/// application uses on one host (GitHub: `repos`, `users`, `orgs`, `search`, ...) fit without
+/// evicting one another (a request on an evicted segment probes on the route's own state).
+const MAX_ALIASES: usize = 16;
 
 /// A route's path segment that the server put in a bucket.
 #[derive(Debug)]

@@ -163,9 +163,16 @@ async fn openai_durations_dialect_uses_the_quota_without_429s() {
     dialect_case(Dialect::OpenAi, 50, Duration::from_secs(10), 20, 48).await;
 }
 
-/// A Discord server whose `/channels/1` and `/channels/2` share one bucket (`limit` per
-/// `period`, named `abcd1234`), and a layer that keys the two routes apart.
-fn discord_two_channels(period: Duration, limit: u64) -> (MockApi, AdaptLayer) {
+/// 24 windows of 5 s against a Discord server whose `/channels/1` and `/channels/2` share one
+/// bucket (10 per window, named `abcd1234`), through a layer that keys the two routes apart,
+/// 32 callers sending to `paths` in turn. Checks what every such run must show: before the
+/// server named the bucket each route probed on its own (at most one 429, the second route's
+/// probe, in the first window, none after), no caller refused, and both routes resolved to the
+/// server's bucket. Returns the (admitted, 429) counts per window, and the allowed total.
+async fn two_channels_share_one_bucket(
+    paths: &'static [&'static str],
+) -> (Vec<(usize, usize)>, usize) {
+    let (period, windows, limit) = (Duration::from_secs(5), 24usize, 10u64);
     let channel = |path| {
         EndpointConfig::new(path)
             .dialect(Dialect::Discord)
@@ -187,42 +194,30 @@ fn discord_two_channels(period: Duration, limit: u64) -> (MockApi, AdaptLayer) {
         .key_fn(ByRoute(routes))
         .build()
         .unwrap();
-    (api, layer)
-}
-
-/// Discord: two routes the client keys separately, which the server says share one bucket.
-#[tokio::test(start_paused = true)]
-async fn discord_buckets_are_shared_between_routes() {
-    let (period, windows, limit) = (Duration::from_secs(5), 24u32, 10u64);
-    let (api, layer) = discord_two_channels(period, limit);
-    let refusals = drive(
-        &api,
-        &layer,
-        32,
-        &["/channels/1/messages", "/channels/2/messages"],
-        period * windows,
-    )
-    .await;
-    let log = api.requests();
-    let counts = per_window(&log, period, windows as usize);
-    let admitted: usize = counts.iter().map(|(ok, _)| ok).sum();
-    let allowed = limit as usize * windows as usize;
-    let ratio = admitted as f64 / allowed as f64;
-    println!("Discord: admitted {admitted} of {allowed} ({ratio:.4}), per window {counts:?}");
-    assert!(ratio >= 0.95, "only {ratio:.4} of the allowed rate");
-    // Before the server named the bucket, each route probed on its own: at most one 429 (the
-    // second route's probe) in the first window, none after.
+    let refusals = drive(&api, &layer, 32, paths, period * windows as u32).await;
+    let counts = per_window(&api.requests(), period, windows);
     assert!(counts[0].1 <= 1, "{} 429s in the first window", counts[0].1);
     assert!(
         counts.iter().skip(1).all(|(_, limited)| *limited == 0),
         "{counts:?}"
     );
     assert_eq!(refusals, 0);
-    // Both routes resolve to the server's bucket.
     let one = layer.snapshot(&Key::new("channel-1")).unwrap();
     let two = layer.snapshot(&Key::new("channel-2")).unwrap();
     assert_eq!(one.key(), two.key());
     assert_eq!(one.key().as_str(), "api.test bucket:abcd1234");
+    (counts, limit as usize * windows)
+}
+
+/// Discord: two routes the client keys separately, which the server says share one bucket.
+#[tokio::test(start_paused = true)]
+async fn discord_buckets_are_shared_between_routes() {
+    let (counts, allowed) =
+        two_channels_share_one_bucket(&["/channels/1/messages", "/channels/2/messages"]).await;
+    let admitted: usize = counts.iter().map(|(ok, _)| ok).sum();
+    let ratio = admitted as f64 / allowed as f64;
+    println!("Discord: admitted {admitted} of {allowed} ({ratio:.4}), per window {counts:?}");
+    assert!(ratio >= 0.95, "only {ratio:.4} of the allowed rate");
 }
 
 /// The same server bucket reached through two spellings of one host (capitals, the default
@@ -231,30 +226,11 @@ async fn discord_buckets_are_shared_between_routes() {
 /// and together they sent twice the limit.
 #[tokio::test(start_paused = true)]
 async fn one_server_bucket_whatever_the_spelling_of_its_host() {
-    let (period, windows, limit) = (Duration::from_secs(5), 24u32, 10u64);
-    let (api, layer) = discord_two_channels(period, limit);
-    let refusals = drive(
-        &api,
-        &layer,
-        32,
-        &[
-            "http://user@API.Test:80/channels/1/messages",
-            "http://api.test/channels/2/messages",
-        ],
-        period * windows,
-    )
+    two_channels_share_one_bucket(&[
+        "http://user@API.Test:80/channels/1/messages",
+        "http://api.test/channels/2/messages",
+    ])
     .await;
-    let counts = per_window(&api.requests(), period, windows as usize);
-    assert!(counts[0].1 <= 1, "{} 429s in the first window", counts[0].1);
-    assert!(
-        counts.iter().skip(1).all(|(_, limited)| *limited == 0),
-        "{counts:?}"
-    );
-    assert_eq!(refusals, 0);
-    let one = layer.snapshot(&Key::new("channel-1")).unwrap();
-    let two = layer.snapshot(&Key::new("channel-2")).unwrap();
-    assert_eq!(one.key().as_str(), "api.test bucket:abcd1234");
-    assert_eq!(two.key().as_str(), "api.test bucket:abcd1234");
 }
 
 /// One 429 with `Retry-After: 30`: no request of the key reaches the server for 30 s after it,

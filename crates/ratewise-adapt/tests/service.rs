@@ -30,6 +30,19 @@ fn draft8(limit: u64, remaining: u64, reset: u64) -> Response<()> {
         .unwrap()
 }
 
+/// GitHub's headers: `remaining` of 5000 left, reset far ahead, and the resource if given.
+fn github(status: StatusCode, remaining: u64, resource: Option<&str>) -> Response<()> {
+    let mut response = Response::builder()
+        .status(status)
+        .header("x-ratelimit-limit", "5000")
+        .header("x-ratelimit-remaining", remaining.to_string())
+        .header("x-ratelimit-reset", "4102444800");
+    if let Some(resource) = resource {
+        response = response.header("x-ratelimit-resource", resource);
+    }
+    response.body(()).unwrap()
+}
+
 fn setup(layer: &AdaptLayer) -> (Adapt<Mock>, Handle) {
     let (mock, handle) = mock::pair::<Request<()>, Response<()>>();
     (layer.layer(mock), handle)
@@ -441,16 +454,7 @@ async fn refusals_the_headers_do_not_explain_pause_the_key_and_back_off() {
         .build()
         .unwrap();
     let (mut service, mut handle) = setup(&layer);
-    let github = |status: StatusCode, remaining: u64| {
-        Response::builder()
-            .status(status)
-            .header("x-ratelimit-limit", "5000")
-            .header("x-ratelimit-remaining", remaining.to_string())
-            .header("x-ratelimit-reset", "4102444800")
-            .header("x-ratelimit-resource", "core")
-            .body(())
-            .unwrap()
-    };
+    let github = |status, remaining| github(status, remaining, Some("core"));
     // Sends one request; returns how long it waited before reaching the server.
     async fn send(
         service: &mut Adapt<Mock>,
@@ -599,15 +603,7 @@ async fn a_probe_answered_without_headers_keeps_the_policy_for_another_window() 
 async fn concurrent_unexplained_refusals_count_once() {
     let layer = AdaptLayer::builder().slow_start(8).build().unwrap();
     let (service, mut handle) = setup(&layer);
-    let github = |status: StatusCode| {
-        Response::builder()
-            .status(status)
-            .header("x-ratelimit-limit", "5000")
-            .header("x-ratelimit-remaining", "4100")
-            .header("x-ratelimit-reset", "4102444800")
-            .body(())
-            .unwrap()
-    };
+    let github = |status| github(status, 4100, None);
     let mut warm = service.clone();
     learn(&mut warm, &mut handle, github(StatusCode::OK)).await;
     let callers: Vec<_> = (0..4)
